@@ -1,0 +1,32 @@
+# Two commands do everything:  make lab   and   make test
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PYTHONHASHSEED := 0
+
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: env lab test test-fast bench clean
+
+env:
+	@scripts/setup_env.sh
+
+## Open JupyterLab on notebooks/ (localhost only, token-protected: open the URL it prints).
+lab: env
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --ServerApp.open_browser=False $(ROOT_FLAG) \
+		--ServerApp.root_dir=notebooks
+
+## The whole test suite: library tests and nbval over every notebook.
+test: env
+	$(PY) -m pytest -n 2 --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg tests notebooks
+
+## Library tests only (no notebooks).
+test-fast: env
+	$(PY) -m pytest -n 2 tests
+
+bench: env
+	$(PY) -m benchmarks.speed
+
+clean:
+	rm -rf $(VENV) .pytest_cache
