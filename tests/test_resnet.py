@@ -62,11 +62,11 @@ def test_torchvision_resnet50_shapes():
 
 def test_bottleneck_dilation_keeps_shape_and_grows_receptive_field():
     torch.manual_seed(0)
-    plain, dilated = Bottleneck(8, 2, dilation=1).eval(), Bottleneck(8, 2, dilation=2).eval()
-    x = torch.randn(1, 8, 15, 15, requires_grad=True)
+    plain, dilated = Bottleneck(32, 8, dilation=1).eval(), Bottleneck(32, 8, dilation=2).eval()
+    x = torch.randn(1, 32, 15, 15, requires_grad=True)
     for block, reach in ((plain, 1), (dilated, 2)):
         y = block(x)
-        assert y.shape == (1, 8, 15, 15)
+        assert y.shape == (1, 32, 15, 15)
         g, = torch.autograd.grad(y[0, :, 7, 7].sum(), x)
         rows = g.abs().sum(dim=(0, 1, 3)).nonzero().flatten()
         assert (rows.min().item(), rows.max().item()) == (7 - reach, 7 + reach)

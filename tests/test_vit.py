@@ -103,3 +103,14 @@ def test_vision_transformer_learns_a_position_task():
         loss.backward()
         opt.step()
     assert loss.item() < 0.2
+
+
+def test_attention_rollout_by_hand():
+    from tutorial_lib.vit import attention_rollout
+    a1 = torch.tensor([[[[0.5, 0.5], [0.0, 1.0]]]])  # (B=1, h=1, 2, 2)
+    a2 = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    # (A + I)/2: layer 1 -> [[.75, .25], [0, 1]]; layer 2 -> [[1, 0], [.5, .5]]
+    expected = torch.tensor([[1.0, 0.0], [0.5, 0.5]]) @ torch.tensor([[0.75, 0.25], [0.0, 1.0]])
+    torch.testing.assert_close(attention_rollout([a1, a2])[0], expected)
+    r = attention_rollout([torch.softmax(torch.randn(2, 3, 5, 5), -1) for _ in range(4)], head=1)
+    torch.testing.assert_close(r.sum(-1), torch.ones(2, 5))

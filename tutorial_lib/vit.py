@@ -231,3 +231,22 @@ class VisionTransformer(nn.Module):
         pooled = z[:, 0] if self.cls_token is not None else z.mean(dim=1)
         logits = self.head(pooled)
         return (logits, weights) if return_weights else logits
+
+
+def attention_rollout(weights: list[torch.Tensor], head: int | None = None) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020): how much each token draws on each input token.
+
+    ``weights``: per-layer attention (B, h, N, N), first layer first. Each layer's map (the mean
+    over heads, or one ``head``) gets the residual path added, A' = (A + I) / 2, rows renormalised,
+    and the layers are multiplied: R = A'_L ... A'_1. Returns (B, N, N).
+    """
+    if not weights:
+        raise ValueError("attention_rollout needs at least one layer of attention weights")
+    rollout = None
+    for w in weights:
+        a = w.mean(dim=1) if head is None else w[:, head]
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        a = (a + eye) / 2
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    return rollout

@@ -207,6 +207,10 @@ def test_rgb32_layout(tmp_path):
     _, label = ds[0]
     assert label.tolist() == [[0, 1, 9, IGNORE_INDEX]] * 2  # Sky, Building, Pedestrian, void
 
+    Image.fromarray(np.zeros((2, 4), np.uint8)).save(tmp_path / "train_labels" / "f001_L.png")
+    with pytest.raises(CamVidDataError, match="label_format='index'"):
+        ds[0]
+
     (tmp_path / "train_labels" / "f001_L.png").unlink()
     with pytest.raises(CamVidNotFoundError, match="f001.png"):
         CamVid(tmp_path, label_format="rgb32")
@@ -234,3 +238,11 @@ def test_real_cached_resized_subset():
     ds = CamVid(REAL, "val", cache=True, resize=(90, 120), max_images=3)
     image, label = ds[2]
     assert image.shape == (3, 90, 120) and label.shape == (90, 120)
+
+
+def test_camvid_dir_is_none_when_env_points_nowhere(tmp_path, monkeypatch):
+    missing = tmp_path / "nowhere"
+    monkeypatch.setenv("CAMVID_DIR", str(missing))
+    assert camvid_dir() is None
+    with pytest.raises(CamVidNotFoundError, match="CAMVID_DIR=.*nowhere"):
+        CamVid(None)

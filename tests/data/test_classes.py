@@ -1,5 +1,7 @@
 """Class tables and label conversions."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,23 @@ def test_red_channel_label_is_wrong():
     all_classes = colorize(np.arange(11)[None])
     assert red_channel_label(all_classes).max() > 10
     assert len(np.unique(red_channel_label(all_classes))) < 11
+
+
+def test_data_package_imports_no_model_training_or_plotting_code():
+    """Layering: tutorial_lib.data may only depend on the standard library and data libraries."""
+    import ast
+    from pathlib import Path
+
+    import tutorial_lib.data
+
+    allowed = {"albumentations", "cv2", "numpy", "PIL", "torch", "tqdm"}
+    for path in Path(tutorial_lib.data.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = [node.module.split(".")[0]]
+            else:
+                continue  # relative imports stay inside tutorial_lib.data
+            for root in roots:
+                assert root in allowed or root in sys.stdlib_module_names, f"{path.name} imports {root}"

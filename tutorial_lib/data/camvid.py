@@ -63,13 +63,16 @@ class CamVidDataError(ValueError):
 
 
 def camvid_dir() -> Path | None:
-    """Where the CamVid data lives: ``$CAMVID_DIR``, else ``<repo>/../shared/camvid``, else None."""
+    """Where the CamVid data lives: ``$CAMVID_DIR``, else ``<repo>/../shared/camvid``.
+
+    Returns None when that folder does not exist, so notebooks can fall back to other data.
+    """
     env = os.environ.get("CAMVID_DIR")
     if env:
-        return Path(env).expanduser()
-    repo_root = Path(__file__).resolve().parents[2]
-    shared = repo_root.parent / "shared" / "camvid"
-    return shared if shared.is_dir() else None
+        path = Path(env).expanduser()
+    else:
+        path = Path(__file__).resolve().parents[2].parent / "shared" / "camvid"
+    return path if path.is_dir() else None
 
 
 class CamVid(Dataset):
@@ -110,8 +113,11 @@ class CamVid(Dataset):
         if root is None:
             root = camvid_dir()
         if root is None or not Path(root).is_dir():
+            where = root if root is not None else (
+                f"CAMVID_DIR={os.environ['CAMVID_DIR']}" if os.environ.get("CAMVID_DIR")
+                else "no path given and no ../shared/camvid beside the project")
             raise CamVidNotFoundError(
-                f"CamVid data folder not found ({root if root is not None else 'no path given'}). "
+                f"CamVid data folder not found ({where}). "
                 f"Download it with `{DOWNLOAD_HINT}` and pass DEST as root, "
                 "or set the CAMVID_DIR environment variable to it."
             )
@@ -132,7 +138,7 @@ class CamVid(Dataset):
         if cache:
             self._cache = [
                 self.load_pair(i)
-                for i in tqdm(range(len(self)), desc=f"caching CamVid {split}", disable=None)
+                for i in tqdm(range(len(self)), desc=f"caching CamVid {split}")
             ]
 
     # --- finding the files --------------------------------------------------------------
@@ -221,6 +227,11 @@ class CamVid(Dataset):
     def _decode_label(self, path: Path) -> np.ndarray:
         label = _open(path)
         if self.label_format == "rgb32":
+            if label.mode in ("L", "I", "I;16"):
+                raise CamVidDataError(
+                    f"Label {path} is single-channel (mode {label.mode}) but label_format='rgb32' "
+                    "expects colour labels. For class-index labels use label_format='index'."
+                )
             return rgb_to_index(np.asarray(label.convert("RGB")), CAMVID32_COLOR_TO_INDEX)
 
         if label.mode not in ("L", "P", "I", "I;16"):

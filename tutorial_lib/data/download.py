@@ -151,7 +151,7 @@ def extract_camvid(archive: str | Path, dest: str | Path) -> list[Path]:
     Every member is checked before anything is written: absolute paths and ``..`` are
     rejected anywhere; under CamVid/ only regular files and folders are allowed (no
     symlinks, hard links or devices), each target must resolve inside ``dest``, and
-    ``tarfile.data_filter`` (Python >= 3.11.4) must accept it.
+    ``tarfile.data_filter`` (where this Python has it) must accept it.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
