@@ -98,7 +98,7 @@ class MultiHeadSelfAttention(nn.Module):
         else:
             q, k, v = self.query(x), self.key(x), self.value(x)
         split = "b n (h d) -> b h n d"
-        return (rearrange(t, split, h=self.num_heads) for t in (q, k, v))
+        return tuple(rearrange(t, split, h=self.num_heads) for t in (q, k, v))
 
     def forward(
         self,

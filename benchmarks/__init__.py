@@ -1,0 +1,1 @@
+"""Benchmarks of the TransUNet implementation (not tests): ``python -m benchmarks.speed --help``."""

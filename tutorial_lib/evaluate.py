@@ -1,0 +1,325 @@
+"""Evaluate a segmentation model on CamVid: mIoU, per-class IoU, pixel accuracy, mean Dice.
+
+Protocol (the usual one for CamVid; labels are never resized):
+
+1. the image (360x480 for CamVid) is resized to the model's input size (``config.img_size``,
+   a multiple of 16; area averaging when shrinking, bilinear when enlarging) and
+   normalised with the ImageNet mean/std;
+2. the logits are resized back to the label's size with bilinear interpolation;
+3. the prediction is the argmax there, compared with the full-resolution label;
+4. one confusion matrix is accumulated over the whole split; void pixels
+   (``IGNORE_INDEX``) are left out; metrics come from that matrix
+   (``tutorial_lib.metrics``). mIoU is the mean over the 11 classes (a class absent from
+   both prediction and labels of the whole split would be left out of the mean).
+
+Command line::
+
+    python -m tutorial_lib.evaluate --checkpoint checkpoints/camvid_tiny.pt --split val
+    python -m tutorial_lib.evaluate --checkpoint runs/x/best.pt --split val --json
+
+With ``--json`` the last line printed is a JSON object with ``miou`` (a fraction, 0..1),
+``per_class_iou`` (class name -> IoU), ``pixel_accuracy``, ``mean_dice``, ``per_class_dice``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .data import (
+    CAMVID_CLASSES,
+    IGNORE_INDEX,
+    MEAN,
+    NUM_CLASSES,
+    STD,
+    CamVid,
+    CamVidNotFoundError,
+    camvid_dir,
+)
+from .metrics import SegmentationMetrics
+
+SPLITS = ("train", "val", "test")
+
+
+class EvalTransform:
+    """Evaluation pre-processing in the ``transform(image=, mask=) -> dict`` protocol of ``CamVid``.
+
+    The uint8 image (H, W, 3) is resized to ``size`` = (h, w) (``None``: kept) and
+    normalised with ``mean``/``std`` -> float tensor (3, h, w). The label is returned
+    unchanged, at full resolution, as a uint8 tensor (H, W).
+    """
+
+    def __init__(self, size: Sequence[int] | None, mean: Sequence[float] = MEAN, std: Sequence[float] = STD):
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+        self.mean = np.asarray(mean, dtype=np.float32) * 255.0
+        self.std = np.asarray(std, dtype=np.float32) * 255.0
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> dict:
+        if self.size is not None and image.shape[:2] != self.size:
+            h, w = self.size
+            shrinking = h * w < image.shape[0] * image.shape[1]
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        image = (image.astype(np.float32) - self.mean) / self.std
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
+        }
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(size={self.size})"
+
+
+def available_splits(root: str | os.PathLike) -> list[str]:
+    """The splits present under a CamVid folder (image folder + label folder or list file)."""
+    root = Path(root)
+    return [
+        s for s in SPLITS
+        if (root / s).is_dir() and ((root / f"{s}annot").is_dir() or (root / f"{s}.txt").is_file())
+    ]
+
+
+def resolve_data_dir(data: str | os.PathLike | None) -> Path:
+    """``data`` or ``camvid_dir()``, checked to be a folder; a clear error otherwise."""
+    root = data if data is not None else camvid_dir()
+    if root is None:
+        raise CamVidNotFoundError(
+            "No CamVid folder: pass --data DIR (a folder with train/, trainannot/, val/, valannot/) "
+            "or set CAMVID_DIR. Download it with `python -m tutorial_lib.data.download camvid DEST`."
+        )
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise CamVidNotFoundError(
+            f"CamVid folder {root} does not exist. Pass --data DIR (a folder with train/, trainannot/, "
+            "val/, valannot/) or set CAMVID_DIR; download with `python -m tutorial_lib.data.download camvid DEST`."
+        )
+    return root
+
+
+def camvid_split(
+    data: str | os.PathLike | None,
+    split: str,
+    transform=None,
+    cache: bool = False,
+    max_images: int | None = None,
+) -> CamVid:
+    """``CamVid(data, split, ...)`` with a specific message when the split is not there.
+
+    The copy of CamVid shared with this project holds out the test split (train and val
+    only); a user who downloads the full data set has ``test/`` + ``testannot/`` too.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    root = resolve_data_dir(data)
+    present = available_splits(root)
+    if split not in present:
+        hint = (
+            " The shared copy of CamVid holds out the test split (it has train and val only): "
+            "evaluate on --split val, or download the full data set with "
+            "`python -m tutorial_lib.data.download camvid DEST` and pass --data DEST."
+            if split == "test" else ""
+        )
+        raise CamVidNotFoundError(
+            f"Split {split!r} not found in {root}: expected {split}/ and {split}annot/ "
+            f"(splits present: {', '.join(present) or 'none'}).{hint}"
+        )
+    return CamVid(root, split, transform=transform, cache=cache, max_images=max_images)
+
+
+def autocast_context(device: torch.device, precision: str):
+    """``torch.autocast`` for "bf16"/"fp16", a no-op context for "fp32"."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, out_size: Sequence[int] | None = None) -> torch.Tensor:
+    """Logits (B, C, H, W) in float32, bilinearly resized to ``out_size`` (the label's size) if given."""
+    logits = model(images).float()
+    if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
+        logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
+    return logits
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    batches: Iterable,
+    num_classes: int = NUM_CLASSES,
+    device: torch.device | str | None = None,
+    precision: str = "fp32",
+    progress: bool = False,
+    desc: str = "eval",
+) -> SegmentationMetrics:
+    """Run ``model`` over ``batches`` of (images at model size, full-size labels); return the metrics.
+
+    ``model`` is put in eval mode (and restored to its previous mode afterwards). Logits
+    are upsampled to each label's size before the argmax. Returns the accumulated
+    ``SegmentationMetrics`` (its ``.cm`` is the confusion matrix; ``.compute()`` the metrics).
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    metrics = SegmentationMetrics(num_classes, IGNORE_INDEX)
+    channels_last = device.type == "cuda"
+    try:
+        total = len(batches) if hasattr(batches, "__len__") else None
+        for images, labels in tqdm(batches, desc=desc, total=total, disable=not progress, leave=False,
+                                   dynamic_ncols=True, mininterval=1.0):
+            images = images.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            with autocast_context(device, precision):
+                logits = predict_logits(model, images, labels.shape[-2:])
+            metrics.update(logits.argmax(dim=1), labels)
+    finally:
+        model.train(was_training)
+    return metrics
+
+
+def metrics_report(metrics: SegmentationMetrics | dict, class_names: Sequence[str] = CAMVID_CLASSES) -> dict:
+    """JSON-ready metrics: per-class values keyed by class name, nan -> None."""
+    raw = metrics.compute() if isinstance(metrics, SegmentationMetrics) else metrics
+
+    def clean(x):
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+    return {
+        "miou": clean(raw["miou"]),
+        "per_class_iou": {n: clean(v) for n, v in zip(class_names, raw["per_class_iou"])},
+        "pixel_accuracy": clean(raw["pixel_accuracy"]),
+        "mean_dice": clean(raw["mean_dice"]),
+        "per_class_dice": {n: clean(v) for n, v in zip(class_names, raw["per_class_dice"])},
+    }
+
+
+def format_table(report: dict) -> str:
+    """A human-readable table of a ``metrics_report`` (percentages)."""
+
+    def pct(x):
+        return "   n/a" if x is None else f"{100 * x:6.2f}"
+
+    width = max(len(n) for n in report["per_class_iou"]) + 2
+    lines = [f"{'class':<{width}}{'IoU %':>8}{'Dice %':>9}", "-" * (width + 17)]
+    for name, iou in report["per_class_iou"].items():
+        lines.append(f"{name:<{width}}{pct(iou):>8}{pct(report['per_class_dice'].get(name)):>9}")
+    lines += [
+        "-" * (width + 17),
+        f"{'mIoU':<{width}}{pct(report['miou']):>8}{pct(report['mean_dice']):>9}",
+        f"pixel accuracy {pct(report['pixel_accuracy']).strip()} %",
+    ]
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    split: str = "val",
+    batch_size: int = 4,
+    img_size: Sequence[int] | None = None,
+    workers: int = 0,
+    max_images: int | None = None,
+    precision: str = "auto",
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a checkpoint written by ``tutorial_lib.train`` on a CamVid split.
+
+    ``img_size`` = (H, W) overrides the model's input size (position embeddings are
+    resized); by default the size it was trained at is used. Returns ``metrics_report``
+    plus ``split``, ``num_images``, ``img_size``, ``checkpoint``, ``precision``,
+    ``seconds`` and ``img_per_s``.
+    """
+    from .train import load_checkpoint, pick_device, resolve_precision
+
+    device = pick_device(device)
+    precision = resolve_precision(precision, device)
+    model, meta = load_checkpoint(checkpoint, device=device)
+    if img_size is not None and tuple(img_size) != tuple(model.config.img_size):
+        model.resize_pos_embed(tuple(int(s) for s in img_size))
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    size = tuple(model.config.img_size)
+    dataset = camvid_split(
+        data, split, transform=EvalTransform(size, meta.get("mean", MEAN), meta.get("std", STD)),
+        max_images=max_images,
+    )
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    start = time.perf_counter()
+    metrics = evaluate_model(model, loader, len(meta["class_names"]), device, precision,
+                             progress=progress, desc=f"eval {split}")
+    seconds = time.perf_counter() - start
+    report = metrics_report(metrics, meta["class_names"])
+    report.update(
+        split=split,
+        num_images=len(dataset),
+        img_size=list(size),
+        checkpoint=str(checkpoint),
+        precision=precision,
+        seconds=round(seconds, 2),
+        img_per_s=round(len(dataset) / seconds, 2),
+    )
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tutorial_lib.evaluate",
+        description="Evaluate a tutorial_lib.train checkpoint on CamVid (full-resolution labels, void ignored).",
+    )
+    p.add_argument("--checkpoint", required=True,
+                   help="a .pt file written by tutorial_lib.train (last.pt, best.pt or an export)")
+    p.add_argument("--data", default=None, help="CamVid folder (default: tutorial_lib.data.camvid_dir())")
+    p.add_argument("--split", default="val", choices=SPLITS)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--img-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="model input size (multiple of 16); default: the size it was trained at")
+    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    p.add_argument("--max-images", type=int, default=None, help="only the first N images of the split")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object (the last line)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = evaluate_checkpoint(
+            args.checkpoint, args.data, args.split, args.batch_size, args.img_size, args.workers,
+            args.max_images, args.precision, args.device, progress=not args.no_progress,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['checkpoint']} on CamVid {report['split']} ({report['num_images']} images, "
+              f"model input {report['img_size'][0]}x{report['img_size'][1]}, labels at full resolution, "
+              f"{report['precision']}, {report['img_per_s']} img/s)")
+        print(format_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Widget and plot logic behind the notebooks (matplotlib lives here, never in the model modules)."""
