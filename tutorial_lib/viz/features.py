@@ -146,6 +146,19 @@ def _first_tensor(out):
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+def _run_eval_then_unhook(model: nn.Module, x: torch.Tensor, handles: list) -> None:
+    """One eval-mode, no-grad forward pass; then restore the mode and remove the hooks."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+
+
 def trace_layers(
     model: nn.Module, x: torch.Tensor, skip: Sequence[str] = ("downsample",)
 ) -> list[LayerInfo]:
@@ -167,15 +180,7 @@ def trace_layers(
             records.append(_layer_info(name, mod, tuple(_first_tensor(out).shape[1:])))
 
         handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    _run_eval_then_unhook(model, x, handles)
     return records
 
 
@@ -329,15 +334,7 @@ def capture_outputs(
             outputs[label] = _first_tensor(out).detach().clone()
 
         handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    _run_eval_then_unhook(model, x, handles)
     missing = [label for label in names if label not in outputs]
     if missing:
         raise RuntimeError(f"modules {missing} were never called in the forward pass")
