@@ -131,6 +131,15 @@ def test_evaluate_model_upsamples_logits_to_the_label(camvid):
     assert torch.equal(metrics.cm, row * 8 * 2)  # 8 labelled rows, 2 images
     assert model.training  # mode restored
 
+    predictions = []
+    again = evaluate_model(model, loader, len(CAMVID_CLASSES), "cpu", predictions=predictions)
+    assert torch.equal(again.cm, metrics.cm)
+    assert len(predictions) == len(data) and predictions[0].dtype == np.uint8
+    assert predictions[0].shape == LABEL_HW
+    # HalfAndHalf predicts class 0 on the left half of the label's columns, class 1 on the right
+    half = LABEL_HW[1] // 2
+    assert (predictions[1][:, :half] == 0).all() and (predictions[1][:, half:] == 1).all()
+
 
 def test_eval_transform_normalises_and_keeps_the_label():
     image = np.full((6, 8, 3), 255, np.uint8)
@@ -175,7 +184,9 @@ SHIPPED_VAL_MIOU = 0.5562  # checkpoints/README.md
 
 
 def test_shipped_checkpoint_loads_with_its_metadata():
-    from tutorial_lib.train import load_checkpoint
+    from tutorial_lib.train import SHIPPED_CHECKPOINT, load_checkpoint
+
+    assert SHIPPED_CHECKPOINT == SHIPPED  # what notebook 07 loads
 
     assert SHIPPED.stat().st_size <= 20 * 1024 * 1024
     raw = torch.load(SHIPPED, weights_only=True)

@@ -116,6 +116,7 @@ def camvid_split(
     transform=None,
     cache: bool = False,
     max_images: int | None = None,
+    progress: bool = True,
 ) -> CamVid:
     """``CamVid(data, split, ...)`` with a specific message when the split is not there.
 
@@ -137,7 +138,7 @@ def camvid_split(
             f"Split {split!r} not found in {root}: expected {split}/ and {split}annot/ "
             f"(splits present: {', '.join(present) or 'none'}).{hint}"
         )
-    return CamVid(root, split, transform=transform, cache=cache, max_images=max_images)
+    return CamVid(root, split, transform=transform, cache=cache, max_images=max_images, progress=progress)
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -166,12 +167,15 @@ def evaluate_model(
     precision: str = "fp32",
     progress: bool = False,
     desc: str = "eval",
+    predictions: list | None = None,
 ) -> SegmentationMetrics:
     """Run ``model`` over ``batches`` of (images at model size, full-size labels); return the metrics.
 
     ``model`` is put in eval mode (and restored to its previous mode afterwards). Logits
     are upsampled to each label's size before the argmax. Returns the accumulated
     ``SegmentationMetrics`` (its ``.cm`` is the confusion matrix; ``.compute()`` the metrics).
+    With a list as ``predictions``, each image's prediction (H, W) uint8 numpy array at the
+    label's size is appended to it, in order.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
@@ -188,7 +192,10 @@ def evaluate_model(
             labels = labels.to(device, non_blocking=True)
             with autocast_context(device, precision):
                 logits = predict_logits(model, images, labels.shape[-2:])
-            metrics.update(logits.argmax(dim=1), labels)
+            pred = logits.argmax(dim=1)
+            metrics.update(pred, labels)
+            if predictions is not None:
+                predictions.extend(pred.to("cpu", torch.uint8).numpy())
     finally:
         model.train(was_training)
     return metrics

@@ -99,6 +99,9 @@ from .losses import SegmentationLoss
 from .transunet import PRESETS, TransUNet, TransUNetConfig, get_config
 
 CHECKPOINT_FORMAT = "tutorial_lib.train/1"
+#: The checkpoint shipped with the repository (see checkpoints/README.md); absent from a
+#: non-editable install of the package.
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "camvid_tiny.pt"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -551,7 +554,7 @@ def _train(cfg: TrainConfig, callback, d: _Dist, device: torch.device) -> TrainR
         model = model.to(memory_format=torch.channels_last)
 
     # --- data ------------------------------------------------------------------------
-    train_set = camvid_split(cfg.data, "train", cache=cfg.cache, max_images=cfg.max_images)
+    train_set = camvid_split(cfg.data, "train", cache=cfg.cache, max_images=cfg.max_images, progress=show)
     size = model_cfg.img_size
     if cfg.augment:
         base = _eval_scale(train_set, size)
@@ -567,7 +570,7 @@ def _train(cfg: TrainConfig, callback, d: _Dist, device: torch.device) -> TrainR
     val_loader = None
     if cfg.max_val_images != 0:
         val_set = camvid_split(cfg.data, "val", transform=EvalTransform(size), cache=cfg.cache,
-                               max_images=cfg.max_val_images)
+                               max_images=cfg.max_val_images, progress=show)
         shard = Subset(val_set, range(d.rank, len(val_set), d.world))  # no padding: every image once
         val_loader = DataLoader(shard, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
                                 pin_memory=device.type == "cuda")

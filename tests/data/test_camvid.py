@@ -159,6 +159,14 @@ def test_cache_keeps_decoded_arrays(tmp_path):
         assert image.shape == (3, H, W) and label.shape == (H, W)
 
 
+def test_cache_progress_bar_can_be_switched_off(tmp_path, capsys):
+    make_camvid(tmp_path, n=2)
+    CamVid(tmp_path, cache=True, progress=False)
+    assert "caching" not in capsys.readouterr().err
+    CamVid(tmp_path, cache=True)
+    assert "caching CamVid train" in capsys.readouterr().err
+
+
 def test_resize_uses_nearest_for_labels(tmp_path):
     make_camvid(tmp_path, n=1)
     # a label made of 2x2 blocks: halving it with nearest must give the block values back

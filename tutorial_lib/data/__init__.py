@@ -19,6 +19,7 @@ from .classes import (
     red_channel_label,
     rgb_to_index,
 )
+from .synthetic import make_synthetic_camvid, street_image, street_label
 from .stats import ClassFrequencies, class_frequencies, median_frequency_weights
 from .transforms import MEAN, STD, denormalize, eval_transform, train_transform
 
@@ -44,8 +45,11 @@ __all__ = [
     "colorize",
     "denormalize",
     "eval_transform",
+    "make_synthetic_camvid",
     "median_frequency_weights",
     "red_channel_label",
     "rgb_to_index",
+    "street_image",
+    "street_label",
     "train_transform",
 ]

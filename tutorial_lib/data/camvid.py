@@ -96,6 +96,7 @@ class CamVid(Dataset):
         label_format: "index" (SegNet 11-class PNGs) or "rgb32" (32-class colour labels).
         resize: (H, W) to resize every pair to when loading: image with area/bilinear
             interpolation, label with nearest (never mixes class indices).
+        progress: show a progress bar while ``cache`` decodes the files.
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class CamVid(Dataset):
         max_images: int | None = None,
         label_format: str = "index",
         resize: tuple[int, int] | None = None,
+        progress: bool = True,
     ):
         if label_format not in ("index", "rgb32"):
             raise ValueError(f"label_format must be 'index' or 'rgb32', got {label_format!r}")
@@ -138,7 +140,7 @@ class CamVid(Dataset):
         if cache:
             self._cache = [
                 self.load_pair(i)
-                for i in tqdm(range(len(self)), desc=f"caching CamVid {split}")
+                for i in tqdm(range(len(self)), desc=f"caching CamVid {split}", disable=not progress)
             ]
 
     # --- finding the files --------------------------------------------------------------

@@ -26,6 +26,7 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 
 from ..data.classes import CAMVID_CLASSES, CAMVID_COLORS, IGNORE_INDEX, VOID_LABEL, colorize
+from ..data.synthetic import street_label
 from ..vit import attention_rollout
 
 __all__ = [
@@ -316,34 +317,9 @@ def patch_stats_html(
 
 
 def synthetic_street_label(h: int = 512, w: int = 512) -> np.ndarray:
-    """A street scene drawn with CamVid's 11 class indices, (h, w) uint8; no randomness.
-
-    Sky, buildings, trees, road and pavement fill large areas; poles, a sign, pedestrians and a
-    bicyclist are only a few pixels wide, like in real street images.
-    """
-    y, x = np.mgrid[0:h, 0:w]
-    u, v = x / w, y / h  # 0..1 across, 0..1 down
-    lab = np.full((h, w), 0, dtype=np.uint8)  # sky
-    lab[(v > 0.18 + 0.25 * np.abs(u - 0.5)) & (np.abs(u - 0.5) > 0.12)] = 1  # buildings
-    lab[(v > 0.38) & (np.abs(u - 0.5) <= 0.12)] = 1
-    lab[((u - 0.78) ** 2 / 0.012 + (v - 0.36) ** 2 / 0.02) < 1] = 5  # a tree
-    lab[v > 0.55] = 4  # pavement
-    lab[(v > 0.55) & (np.abs(u - 0.5) < 0.1 + 0.9 * (v - 0.55))] = 3  # road, widening towards us
-    lab[(v > 0.5) & (v <= 0.55) & ((u < 0.3) | (u > 0.72))] = 7  # low fences
-    thin = max(2, w // 160)
-    for x0, top in ((0.16, 0.2), (0.62, 0.3), (0.9, 0.15)):  # poles
-        c = int(x0 * w)
-        lab[int(top * h): int(0.66 * h), c: c + thin] = 2
-    c = int(0.62 * w)
-    lab[int(0.26 * h): int(0.33 * h), c - int(0.02 * w): c + int(0.03 * w)] = 6  # a sign
-    for x0, v0, v1 in ((0.06, 0.52, 0.68), (0.27, 0.53, 0.66), (0.84, 0.54, 0.7)):  # pedestrians
-        c = int(x0 * w)
-        lab[int(v0 * h): int(v1 * h), c: c + 2 * thin] = 9
-    c = int(0.4 * w)
-    lab[int(0.6 * h): int(0.72 * h), c: c + 3 * thin] = 10  # a bicyclist
-    for (u0, u1, v0, v1) in ((0.45, 0.58, 0.56, 0.66), (0.62, 0.8, 0.62, 0.8)):  # cars
-        lab[int(v0 * h): int(v1 * h), int(u0 * w): int(u1 * w)] = 8
-    return lab
+    """A street scene drawn with CamVid's 11 class indices, (h, w) uint8; no randomness
+    (``tutorial_lib.data.synthetic.street_label`` without a generator)."""
+    return street_label(h, w)
 
 
 def _grace_hopper() -> np.ndarray:
