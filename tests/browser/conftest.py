@@ -253,6 +253,7 @@ def lab_server(tmp_path_factory, artifacts_dir):
         JUPYTER_CONFIG_DIR=str(root / "config"),  # ignore the user's own Jupyter configuration
         JUPYTER_RUNTIME_DIR=str(root / "runtime"),
         NO_ALBUMENTATIONS_UPDATE="1",
+        TU_NOTEBOOK_QUICK="1",  # notebook 07's training demo: the short version
         PYTHONHASHSEED=env.get("PYTHONHASHSEED", "0"),
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )

@@ -28,6 +28,7 @@ NOTEBOOKS = {
     "01": ("01_attention.ipynb", 240_000),
     "03": ("03_vision_transformer.ipynb", 240_000),
     "04": ("04_resnet_stages.ipynb", 240_000),
+    "07": ("07_train_camvid.ipynb", 480_000),  # Lab runs it with TU_NOTEBOOK_QUICK=1 (conftest.py)
 }
 
 REDRAW_TIMEOUT_MS = 60_000  # one widget callback (a forward pass and a plot) on a loaded 2-core CPU
@@ -70,6 +71,17 @@ WIDGETS = [
     WidgetCase("03-attention", "03", "tu-attention-widget", (".tu-query", ".tu-head", ".tu-layer", ".tu-example")),
     # Feature maps of the ResNet stages.
     WidgetCase("04-feature-maps", "04", "tu-feature-widget"),
+    # CamVid predictions: another val image redraws the overlay and changes the image's scores ...
+    WidgetCase("07-prediction", "07", "tu-prediction-widget", (".tu-pred-image",),
+               stats="tu-prediction-stats", stats_value=r"pixel accuracy ([\d.]+)%"),
+    # ... and the opacity and "errors only" redraw it too.
+    WidgetCase("07-prediction-overlay", "07", "tu-prediction-widget", (".tu-pred-opacity", ".tu-pred-errors")),
+    # The trained transformer's attention on CamVid: the query patch and the image move the map
+    # and the readout (class under the query, classes attended to) ...
+    WidgetCase("07-attention", "07", "tu-camvid-attention-widget", (".tu-att-col", ".tu-att-row", ".tu-att-image"),
+               stats="tu-camvid-attention-stats"),
+    # ... and so do the layer and the head.
+    WidgetCase("07-attention-head", "07", "tu-camvid-attention-widget", (".tu-att-layer", ".tu-att-head")),
 ]
 
 

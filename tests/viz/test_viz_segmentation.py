@@ -251,6 +251,8 @@ def test_prediction_widget_redraws_on_every_control():
     images = [rng.integers(0, 255, size=(12, 16, 3), dtype=np.uint8) for _ in range(3)]
     box = vs.prediction_widget(images, labels, preds, ["a", "b", "c"])
     assert "tu-prediction-widget" in box._dom_classes and "tu-prediction-stats" in box.stats._dom_classes
+    assert [c._dom_classes for c in box.controls.values()] == [("tu-pred-image",), ("tu-pred-opacity",),
+                                                                ("tu-pred-errors",)]
     seen = [box.image.value]
     stats = box.stats.value
     box.controls["image"].value = 2
@@ -280,6 +282,8 @@ def test_camvid_attention_widget_computes_each_image_once_and_follows_the_query(
     box = vs.camvid_attention_widget(model, inputs, images, labels, ["a", "b"], model.grid, cell=(0, 0),
                                      layer=0, head=1, attention=attention)
     assert "tu-camvid-attention-widget" in box._dom_classes
+    assert {k: c._dom_classes for k, c in box.controls.items()} == {
+        k: (f"tu-att-{k}",) for k in ("image", "row", "col", "layer", "head")}
     assert box.controls["head"].value == 1 and box.controls["layer"].value == 0
     first_image, first_stats = box.image.value, box.stats.value
     assert "(row 0, col 0)" in first_stats and "<b>Sky</b>" in first_stats

@@ -467,7 +467,8 @@ def prediction_widget(images: Sequence, labels: Sequence[np.ndarray], preds: Seq
 
     ``images``: (H, W, 3) uint8 or float; ``labels`` and ``preds``: (H, W) class indices.
     The returned box has ``render(index, alpha, errors_only)``, ``controls``, ``image`` and
-    ``stats`` (an HTML readout of the image's scores, CSS class ``tu-prediction-stats``).
+    ``stats`` (an HTML readout of the image's scores, CSS class ``tu-prediction-stats``). The
+    controls' CSS classes are ``tu-pred-image``, ``tu-pred-opacity`` and ``tu-pred-errors``.
     """
     import ipywidgets as widgets
 
@@ -483,6 +484,8 @@ def prediction_widget(images: Sequence, labels: Sequence[np.ndarray], preds: Seq
     view = widgets.Image(format="png")
     stats = widgets.HTML()
     stats.add_class("tu-prediction-stats")
+    for w, css in ((pick, "tu-pred-image"), (opacity, "tu-pred-opacity"), (errors, "tu-pred-errors")):
+        w.add_class(css)
 
     def render(i: int, a: float, errors_only: bool):
         return plot_prediction(images[i], labels[i], preds[i], a, errors_only, title=names[i])
@@ -620,7 +623,8 @@ def camvid_attention_widget(model: torch.nn.Module, inputs: Sequence[torch.Tenso
     ``inputs``: normalised images (3, H, W) at the model's size; ``images``: the same images
     for display, (H, W, 3); ``labels``: (H, W) labels at that size. Attention is computed once
     per image and kept. The box has ``render(index, layer, head, row, col)``, ``controls``,
-    ``image`` and ``stats`` (CSS class ``tu-camvid-attention-stats``).
+    ``image`` and ``stats`` (CSS class ``tu-camvid-attention-stats``). The controls' CSS
+    classes are ``tu-att-image``, ``tu-att-row``, ``tu-att-col``, ``tu-att-layer``, ``tu-att-head``.
     """
     import ipywidgets as widgets
 
@@ -648,6 +652,9 @@ def camvid_attention_widget(model: torch.nn.Module, inputs: Sequence[torch.Tenso
     view = widgets.Image(format="png")
     stats = widgets.HTML()
     stats.add_class("tu-camvid-attention-stats")
+    for w, css in ((pick, "tu-att-image"), (row, "tu-att-row"), (col, "tu-att-col"), (layer_w, "tu-att-layer"),
+                   (head_w, "tu-att-head")):
+        w.add_class(css)
     grids = {}
 
     def classes_of(i: int) -> np.ndarray:
