@@ -49,7 +49,9 @@ Recipe and why
   an older GPU) and on a CPU with native bf16 (``avx512_bf16`` or ``amx_bf16``), else fp32.
   On a CPU without them bf16 is emulated and slower than fp32. On a CPU shared with other
   busy processes, set ``OMP_WAIT_POLICY=PASSIVE`` (or ``--threads 1``): OpenMP's default
-  busy-waiting then costs more than the second thread gains.
+  busy-waiting then costs more than the second thread gains. Model and batches are
+  ``channels_last`` (NHWC) by default, on the CPU too: oneDNN's convolutions work on NHWC
+  directly, about 1.1x faster training (``--no-channels-last`` to compare).
 * Reproducibility: model init, dropout, data order (``DistributedSampler`` seeded with
   (seed, epoch)) and augmentation are seeded; ``--resume`` restores model, optimiser,
   scheduler, scaler and all RNG states, so an interrupted single-process run ends with
@@ -143,6 +145,7 @@ class TrainConfig:
     precision: str = "auto"                   # "auto", "fp32", "bf16", "fp16"
     device: str | None = None                 # None: cuda if available, else cpu
     threads: int | None = None                # torch CPU threads (None: torch's default)
+    channels_last: bool = True                # NHWC model and batches: faster convolutions (oneDNN, cuDNN)
     seed: int = 0
     out: str = "runs/camvid"
     resume: bool = False                      # continue from OUT/last.pt
@@ -539,7 +542,7 @@ def _train(cfg: TrainConfig, callback, d: _Dist, device: torch.device) -> TrainR
             "start over (its checkpoints will be replaced), or choose another --out."
         )
     precision = resolve_precision(cfg.precision, device)
-    channels_last = device.type == "cuda"
+    channels_last = cfg.channels_last
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     show = cfg.progress and d.main
@@ -759,7 +762,7 @@ def _train(cfg: TrainConfig, callback, d: _Dist, device: torch.device) -> TrainR
         if val_loader is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs or time_up):
             val_start = time.perf_counter()
             metrics = evaluate_model(model, val_loader, NUM_CLASSES, device, precision, progress=show,
-                                     desc=f"val {epoch}")
+                                     desc=f"val {epoch}", channels_last=channels_last)
             metrics.cm = _all_sum(metrics.cm, d, device)
             val_report = metrics_report(metrics)
             val_seconds = time.perf_counter() - val_start
@@ -865,6 +868,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
     g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--no-channels-last", action="store_true",
+                   help="keep NCHW tensors (channels_last is about 1.1x faster on CPU and GPU)")
     g.add_argument("--seed", type=int, default=defaults.seed)
     g.add_argument("--out", default=defaults.out, help="output folder: metrics.jsonl, last.pt, best.pt")
     g.add_argument("--resume", action="store_true",
@@ -891,7 +896,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, grad_clip=args.grad_clip or None, dice_weight=args.dice_weight,
         class_weights=args.class_weights, precision=args.precision, device=args.device, threads=args.threads,
-        seed=args.seed,
+        channels_last=not args.no_channels_last, seed=args.seed,
         out=args.out, resume=args.resume, overwrite=args.overwrite, val_every=args.val_every,
         time_limit=None if args.time_limit is None else 60.0 * args.time_limit,
         progress=not args.no_progress,
@@ -899,7 +904,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 # CLI destinations whose TrainConfig field has another name
-_DEST_TO_FIELD = {"no_augment": "augment", "no_progress": "progress"}
+_DEST_TO_FIELD = {"no_augment": "augment", "no_progress": "progress", "no_channels_last": "channels_last"}
 
 
 def _explicit_fields(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
