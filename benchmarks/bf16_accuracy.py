@@ -6,9 +6,10 @@
 Each run is ``tutorial_lib.train.train`` with everything equal except ``precision``, validated
 on the whole val split at full label resolution (always evaluated in fp32, so only training
 differs). The spread between seeds of the same precision is the noise the bf16-fp32 gap must
-be compared with. On a CPU without native bf16 (no ``avx512_bf16``/``amx_bf16``) bf16 is
-emulated: the numbers are the same as on a CPU with it, only slower, so the comparison holds
-there too. Not a test: it takes minutes and its output is a measurement.
+be compared with. On a CPU without native bf16 (no ``avx512_bf16``/``amx_bf16``) oneDNN
+emulates it with the same arithmetic (bf16 operands, fp32 accumulation; the last bits may
+differ), so the accuracy comparison carries over; only the speed does not. Not a test: it
+takes minutes and its output is a measurement.
 """
 
 from __future__ import annotations
