@@ -37,6 +37,7 @@ from matplotlib.patches import Patch
 
 from ..data.classes import CAMVID_CLASSES, CAMVID_COLORS, IGNORE_INDEX, colorize
 from ..data.stats import ClassFrequencies
+from ..metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from .features import figure_png
 from .patches import (
     attention_map_for_query,
@@ -172,17 +173,30 @@ def red_channel_groups(colors: Sequence = CAMVID_COLORS, class_names: Sequence[s
     return dict(sorted(groups.items()))
 
 
+def _red_is_shared(colors: Sequence = CAMVID_COLORS) -> np.ndarray:
+    """(num_classes,) bool: the class's colour has a red value that another class's has too."""
+    reds = np.asarray([c[0] for c in colors])
+    return (reds[:, None] == reds[None, :]).sum(1) > 1
+
+
+def _lost_to_red_channel(label: np.ndarray, colors: Sequence = CAMVID_COLORS,
+                         ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """(H, W) bool: labelled pixels whose class the red channel cannot tell."""
+    label = np.asarray(label)
+    lost = np.zeros(label.shape, bool)
+    valid = label != ignore_index
+    lost[valid] = _red_is_shared(colors)[label[valid].astype(np.intp)]
+    return lost
+
+
 def red_channel_ambiguity(label: np.ndarray, colors: Sequence = CAMVID_COLORS,
                           ignore_index: int = IGNORE_INDEX) -> float:
     """Share of the labelled pixels of ``label`` (H, W class indices) whose class shares its
     red value with another class: the red channel cannot tell which class they are."""
-    label = np.asarray(label)
-    reds = np.asarray([c[0] for c in colors])
-    shared = np.array([np.sum(reds == r) > 1 for r in reds])
-    valid = label != ignore_index
+    valid = np.asarray(label) != ignore_index
     if not valid.any():
         return float("nan")
-    return float(shared[label[valid].astype(np.intp)].mean())
+    return float(_lost_to_red_channel(label, colors, ignore_index)[valid].mean())
 
 
 def plot_red_channel_bug(image, label: np.ndarray, fig=None):
@@ -192,7 +206,6 @@ def plot_red_channel_bug(image, label: np.ndarray, fig=None):
     label = np.asarray(label)
     rgb = colorize(label)
     red = rgb[..., 0]
-    groups = red_channel_groups()
     if fig is None:
         fig = plt.figure(figsize=(9.6, 2.4))
     axes = fig.subplots(1, 4)
@@ -204,15 +217,12 @@ def plot_red_channel_bug(image, label: np.ndarray, fig=None):
     im = axes[2].imshow(red, cmap="viridis", interpolation="nearest", vmin=0, vmax=255)
     axes[2].set_title("red channel read as 'class'\nvalues " + ", ".join(map(str, values)), fontsize=9)
     fig.colorbar(im, ax=axes[2], fraction=0.04, pad=0.02)
-    reds = np.asarray([c[0] for c in CAMVID_COLORS])
-    shared = np.array([len(groups[int(r)]) > 1 for r in reds])
-    lost = np.zeros(label.shape, bool)
-    valid = label != IGNORE_INDEX
-    lost[valid] = shared[label[valid].astype(np.intp)]
+    lost = _lost_to_red_channel(label)
     view = _image01(image) * 0.35
     view[lost] = (1.0, 0.2, 0.2)
     axes[3].imshow(view)
-    axes[3].set_title(f"red: class cannot be told\n({100 * lost[valid].mean():.0f}% of labelled pixels)", fontsize=9)
+    axes[3].set_title(f"red: class cannot be told\n({100 * red_channel_ambiguity(label):.0f}% of labelled pixels)",
+                      fontsize=9)
     for ax in axes:
         _off(ax)
     fig.tight_layout()
@@ -373,21 +383,13 @@ def plot_confusion_matrix(cm, class_names: Sequence[str] = CAMVID_CLASSES, ax=No
 def image_scores(label: np.ndarray, pred: np.ndarray, num_classes: int = len(CAMVID_CLASSES),
                  ignore_index: int = IGNORE_INDEX) -> dict:
     """One image's pixel accuracy and mIoU (over the classes present in its label or prediction),
-    both fractions; ``nan`` when nothing is labelled."""
-    label, pred = np.asarray(label).ravel(), np.asarray(pred).ravel()
-    valid = label != ignore_index
-    if not valid.any():
+    both fractions, from ``tutorial_lib.metrics``; ``nan`` when nothing is labelled."""
+    cm = confusion_matrix(torch.as_tensor(np.asarray(pred)), torch.as_tensor(np.asarray(label)), num_classes,
+                          ignore_index)
+    if cm.sum() == 0:
         return {"pixel_accuracy": float("nan"), "miou": float("nan"), "classes": 0}
-    t, p = label[valid].astype(np.int64), pred[valid].astype(np.int64)
-    cm = np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
-    inter = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - inter
-    present = union > 0
-    return {
-        "pixel_accuracy": float(inter.sum() / cm.sum()),
-        "miou": float((inter[present] / union[present]).mean()),
-        "classes": int(present.sum()),
-    }
+    return {"pixel_accuracy": pixel_accuracy(cm), "miou": mean_iou(cm),
+            "classes": int((~torch.isnan(iou_per_class(cm))).sum())}
 
 
 # ------------------------------------------------------------------------------------------
