@@ -458,10 +458,6 @@ def plot_prediction(image, label: np.ndarray, pred: np.ndarray, alpha: float = 0
     return fig
 
 
-def _stats_html(lines: Sequence[str]) -> str:
-    return "<br>".join(lines)
-
-
 def prediction_widget(images: Sequence, labels: Sequence[np.ndarray], preds: Sequence[np.ndarray],
                       names: Sequence[str], index: int = 0, alpha: float = 0.6):
     """ipywidgets box (CSS class ``tu-prediction-widget``): choose an image, the overlay's
@@ -496,11 +492,9 @@ def prediction_widget(images: Sequence, labels: Sequence[np.ndarray], preds: Seq
         i = pick.value
         s = scores[i]
         wrong = error_mask(labels[i], preds[i])
-        stats.value = _stats_html([
-            f"<b>{html.escape(names[i])}</b>: pixel accuracy {100 * s['pixel_accuracy']:.1f}%, "
-            f"mIoU {100 * s['miou']:.1f}% over its {s['classes']} classes, "
-            f"{int(wrong.sum()):,} wrong pixels",
-        ])
+        stats.value = (f"<b>{html.escape(names[i])}</b>: pixel accuracy {100 * s['pixel_accuracy']:.1f}%, "
+                       f"mIoU {100 * s['miou']:.1f}% over its {s['classes']} classes, "
+                       f"{int(wrong.sum()):,} wrong pixels")
         view.value = figure_png(render(i, opacity.value, errors.value))
 
     for w in (pick, opacity, errors):
