@@ -48,6 +48,10 @@ class TransUNetConfig:
     qkv_bias: bool = True
     class_token: bool = False
     encoder_norm: bool = True
+    # False: the CNN-only baseline (the R50-U-Net row of Chen et al. 2021, Table 1). The 1x1 patch
+    # projection of the CNN's deepest map feeds the decoder directly: no position embeddings, no
+    # transformer; every other parameter keeps its TransUNet name and shape.
+    use_transformer: bool = True
     # decoder (cascaded upsampler) and segmentation head
     decoder_head_channels: int = 512
     decoder_channels: tuple[int, ...] = (256, 128, 64, 16)
@@ -63,6 +67,11 @@ class TransUNetConfig:
             raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
         if self.backbone not in ("resnetv2", "resnet", None):
             raise ValueError(f"unknown backbone {self.backbone!r}; use 'resnetv2', 'resnet' or None")
+        if not self.use_transformer and (self.backbone is None or self.class_token):
+            raise ValueError(
+                f"use_transformer=False (config {self.name!r}) needs a CNN backbone and no class "
+                "token: start from a hybrid preset, e.g. get_config('tiny', use_transformer=False)"
+            )
         h, w = self.img_size
         s = self.token_stride
         if h % s or w % s:
@@ -147,12 +156,25 @@ _PRESETS: dict[str, TransUNetConfig] = {
 
 PRESETS = tuple(_PRESETS)
 
+# CNN-only baselines: a TransUNet preset with ``use_transformer=False`` (same CNN, projection,
+# decoder and head; no position embeddings, no transformer).
+_BASELINES: dict[str, TransUNetConfig] = {
+    "tiny-cnn": _PRESETS["tiny"].replace(name="tiny-cnn", use_transformer=False),
+    "R50-UNet": _PRESETS["R50-ViT-B_16"].replace(name="R50-UNet", use_transformer=False),
+}
+
+BASELINE_PRESETS = tuple(_BASELINES)
+
 
 def get_config(name: str = "R50-ViT-B_16", **overrides) -> TransUNetConfig:
-    """A preset config, with any field overridden, e.g. ``get_config("tiny", num_classes=12)``."""
-    if name not in _PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {list(_PRESETS)}")
-    return _replace(_PRESETS[name], overrides)
+    """A preset config, with any field overridden, e.g. ``get_config("tiny", num_classes=12)``.
+
+    ``name`` is one of ``PRESETS`` or of the CNN-only ``BASELINE_PRESETS``.
+    """
+    presets = {**_PRESETS, **_BASELINES}
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {list(presets)}")
+    return _replace(presets[name], overrides)
 
 
 def build_cnn(config: TransUNetConfig) -> nn.Module | None:
@@ -174,6 +196,10 @@ class TransUNet(nn.Module):
     position embeddings (``pos_embed``), transformer (``transformer``). The tokens are reshaped
     back to a map and decoded by the cascaded upsampler (``decoder``) with the CNN skips, then
     ``head`` gives the logits.
+
+    With ``config.use_transformer=False`` (presets ``tiny-cnn``, ``R50-UNet``) there is no
+    ``pos_embed`` and no ``transformer`` (both None): the projected CNN map goes to the decoder,
+    and any input size divisible by ``token_stride`` is accepted.
     """
 
     def __init__(self, config: TransUNetConfig | None = None):
@@ -184,7 +210,10 @@ class TransUNet(nn.Module):
         embed_in = self.cnn.out_channels if self.cnn is not None else c.in_channels
         skip_channels = self.cnn.skip_channels if self.cnn is not None else []
         n_tokens = c.grid[0] * c.grid[1] + int(c.class_token)
-        self.pos_embed = nn.Parameter(torch.zeros(1, n_tokens, c.hidden_size))
+        if c.use_transformer:
+            self.pos_embed = nn.Parameter(torch.zeros(1, n_tokens, c.hidden_size))
+        else:
+            self.register_parameter("pos_embed", None)
         if c.class_token:
             self.cls_token = nn.Parameter(torch.zeros(1, 1, c.hidden_size))
             nn.init.normal_(self.pos_embed)  # the blog's randn position embedding
@@ -195,7 +224,7 @@ class TransUNet(nn.Module):
         self.transformer = TransformerEncoder(
             c.hidden_size, c.num_layers, c.num_heads, c.mlp_dim, c.head_dim, c.dropout_rate,
             c.attention_dropout_rate, c.qkv_bias, final_norm=c.encoder_norm,
-        )
+        ) if c.use_transformer else None
         self.decoder = CascadedUpsampler(
             c.hidden_size, c.decoder_head_channels, c.decoder_channels, skip_channels, c.n_skip,
             c.decoder_style, c.token_upsample,
@@ -222,7 +251,7 @@ class TransUNet(nn.Module):
                 f"input of size {(h, w)} is not divisible by {s}: resize or pad it to a "
                 f"multiple of {s}, e.g. {(_round_to(h, s), _round_to(w, s))}"
             )
-        if (h // s, w // s) != self.grid:
+        if self.pos_embed is not None and (h // s, w // s) != self.grid:
             raise ValueError(
                 f"input of size {(h, w)} gives a {h // s}x{w // s} token grid but the position "
                 f"embeddings are for {self.grid[0]}x{self.grid[1]} (img_size "
@@ -239,6 +268,10 @@ class TransUNet(nn.Module):
         if self.cnn is not None:
             x, features = self.cnn(x)
         tokens = self.patch_embed(x)  # (B, N, D)
+        if self.transformer is None:  # CNN-only baseline: the projected map is the hidden map
+            h, w = (s // self.config.patch_size for s in x.shape[-2:])
+            hidden = rearrange(tokens, "b (h w) d -> b d h w", h=h, w=w)
+            return hidden, features, []
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(len(tokens), -1, -1), tokens], dim=1)
         z, attention = self.transformer(self.dropout(tokens + self.pos_embed), return_attention)
@@ -260,13 +293,19 @@ class TransUNet(nn.Module):
         """Adapt the position embeddings to another input size (bilinear, align_corners=True)."""
         self.config = self.config.replace(img_size=img_size)
         new_grid = self.config.grid
+        if self.pos_embed is None:  # CNN-only baseline: nothing depends on the grid
+            self.grid = new_grid
+            return
         pos = resize_pos_embed(self.pos_embed.data, self.grid, new_grid, int(self.config.class_token))
         self.pos_embed = nn.Parameter(pos)
         self.grid = new_grid
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
-        """Recompute transformer blocks in the backward pass to save activation memory."""
-        self.transformer.gradient_checkpointing = enabled
+        """Recompute transformer blocks in the backward pass to save activation memory.
+
+        A no-op for the CNN-only baseline (no transformer)."""
+        if self.transformer is not None:
+            self.transformer.gradient_checkpointing = enabled
 
 
 def count_parameters(module: nn.Module) -> int:
