@@ -57,10 +57,10 @@ def test_state_dict_errors_name_the_keys(model):
     with pytest.raises(WeightLoadingError, match=r"missing keys.*decoder\.conv_more\.0\.weight"):
         load_official_state_dict(fresh, broken)
     broken = dict(sd, **{"transformer.encoder.layer.12.attn.query.weight": torch.zeros(768, 768)})
-    with pytest.raises(WeightLoadingError, match=r"unexpected keys.*layers\.12\.attn\.query"):
+    with pytest.raises(WeightLoadingError, match=r"unexpected keys.*'transformer\.encoder\.layer\.12\.attn\.query"):
         load_official_state_dict(fresh, broken)
     broken = dict(sd, **{"segmentation_head.0.weight": torch.zeros(2, 16, 3, 3)})
-    with pytest.raises(WeightLoadingError, match=r"mis-shaped.*head\.0\.weight.*\(2, 16, 3, 3\)"):
+    with pytest.raises(WeightLoadingError, match=r"(?s)mis-shaped.*segmentation_head\.0\.weight.*\(2, 16, 3, 3\)"):
         load_official_state_dict(fresh, broken)
     with pytest.raises(WeightLoadingError, match="no counterpart.*foo.bar"):
         load_official_state_dict(fresh, dict(sd, **{"foo.bar": torch.zeros(1)}))
@@ -229,3 +229,109 @@ def test_full_table_has_the_official_key_count():
     assert len(keys) == 12 * 16 + 4 + 3 + 16 * 9 + 3 * 3
     assert len(set(keys)) == len(keys)
     assert not any("\\" in k for k in keys)  # joined with '/', also on Windows
+
+
+# --- clear errors for files that do not fit (each names the key or file and the fix) -------------------
+
+
+def _message(excinfo) -> str:
+    return str(excinfo.value)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A small model with the official layout (9 classes, 192x256)."""
+    return TransUNet(get_config("tiny", num_classes=9)).eval()
+
+
+def test_mis_shaped_head_names_the_users_key_shapes_and_num_classes(tiny, tmp_path):
+    """A 2-class official checkpoint (saved under DataParallel) loaded into a 9-class model."""
+    sd = {"module." + k: v for k, v in official_state_dict(tiny).items()}
+    sd["module.segmentation_head.0.weight"] = torch.zeros(2, 16, 3, 3)
+    sd["module.segmentation_head.0.bias"] = torch.zeros(2)
+    path = tmp_path / "epoch_149.pth"
+    torch.save(sd, path)
+    with pytest.raises(WeightLoadingError) as excinfo:
+        load_official_pth(TransUNet(get_config("tiny", num_classes=9)), path)
+    msg = _message(excinfo)
+    assert str(path) in msg
+    assert "module.segmentation_head.0.weight: shape (2, 16, 3, 3) in the file, (9, 16, 3, 3) in the model" in msg
+    assert "module.segmentation_head.0.bias: shape (2,) in the file, (9,) in the model" in msg
+    assert "get_config('tiny', num_classes=2)" in msg
+    assert "head.0.weight" not in msg.replace("segmentation_head.0.weight", "")  # no internal name
+    # the fix works
+    load_official_pth(TransUNet(get_config("tiny", num_classes=2)), path)
+
+
+def test_mis_shaped_position_embedding_suggests_the_img_size():
+    trained = TransUNet(get_config("tiny", img_size=224))  # 14x14 tokens
+    sd = dict(official_state_dict(trained))
+    with pytest.raises(WeightLoadingError) as excinfo:
+        load_official_state_dict(TransUNet(get_config("tiny")), sd)  # 192x256: 12x16 tokens
+    msg = _message(excinfo)
+    assert "transformer.embeddings.position_embeddings: shape (1, 196, 256) in the file, (1, 192, 256)" in msg
+    assert "img_size=224" in msg
+    assert "'pos_embed'" not in msg
+
+
+def test_mis_shaped_body_key_asks_for_the_training_config(tiny):
+    sd = dict(official_state_dict(tiny))
+    sd["transformer.encoder.layer.3.ffn.fc1.weight"] = torch.zeros(512, 256)
+    with pytest.raises(WeightLoadingError, match=r"(?s)transformer\.encoder\.layer\.3\.ffn\.fc1\.weight: "
+                       r"shape \(512, 256\) in the file, \(1024, 256\).*Fix: .*preset and config"):
+        load_official_state_dict(TransUNet(get_config("tiny", num_classes=9)), sd)
+
+
+def _npz_model():
+    return TransUNet(get_config("R50-ViT-B_16", num_layers=2))
+
+
+@pytest.mark.parametrize("content", [b"", b"not an archive at all " * 40, b"PK\x03\x04truncated zip"],
+                         ids=["empty", "text", "truncated-zip"])
+def test_corrupt_npz_names_the_file(tmp_path, content):
+    path = tmp_path / "R50+ViT-B_16.npz"
+    path.write_bytes(content)
+    with pytest.raises(WeightLoadingError, match=r"R50\+ViT-B_16\.npz is not a readable \.npz archive.*download it again"):
+        load_official_npz(_npz_model(), path)
+
+
+def test_truncated_real_npz_names_the_file(npz_arrays, tmp_path):
+    good = tmp_path / "good.npz"
+    np.savez(good, **npz_arrays)
+    cut = tmp_path / "R50+ViT-B_16.npz"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # an interrupted download
+    with pytest.raises(WeightLoadingError, match=r"R50\+ViT-B_16\.npz is not a readable \.npz archive"):
+        load_official_npz(_npz_model(), cut)
+
+
+def test_damaged_member_names_the_file_and_key(npz_arrays, tmp_path):
+    path = tmp_path / "R50+ViT-B_16.npz"
+    np.savez(path, **npz_arrays)
+    data = bytearray(path.read_bytes())
+    marker = b"block2/unit3/conv2/kernel.npy"
+    at = data.index(marker) + len(marker) + 200  # inside that member's array bytes
+    data[at:at + 64] = bytes(64)  # CRC no longer matches
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightLoadingError, match=r"R50\+ViT-B_16\.npz: array 'block2/unit3/conv2/kernel'"):
+        load_official_npz(_npz_model(), path)
+
+
+def test_other_files_given_as_the_npz(tmp_path, tiny):
+    npy = tmp_path / "weights.npz"
+    with open(npy, "wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(WeightLoadingError, match=r"weights\.npz holds a single \.npy array"):
+        load_official_npz(_npz_model(), npy)
+    pth = tmp_path / "epoch_149.npz"
+    torch.save(official_state_dict(tiny), pth)
+    with pytest.raises(WeightLoadingError, match=r"epoch_149\.npz is a PyTorch file.*load_official_pth"):
+        load_official_npz(_npz_model(), pth)
+    with pytest.raises(FileNotFoundError, match=r"nothing\.npz not found"):
+        load_official_npz(_npz_model(), tmp_path / "nothing.npz")
+
+
+def test_corrupt_pth_names_the_file(tmp_path):
+    path = tmp_path / "epoch_149.pth"
+    path.write_bytes(b"garbage" * 10)
+    with pytest.raises(WeightLoadingError, match=r"epoch_149\.pth is not a readable PyTorch state_dict"):
+        load_official_pth(TransUNet(get_config("tiny")), path)

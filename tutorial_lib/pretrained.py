@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
+import zlib
 from collections import OrderedDict
+from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
@@ -76,56 +79,95 @@ def official_state_dict(model: nn.Module) -> "OrderedDict[str, torch.Tensor]":
     return out
 
 
-def _load_checked(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:
-    """Copy ``tensors`` (our names) into ``model``; every mismatch is reported by name."""
+def _shape_fix(user_key: str, ours: str, got: tuple, want: tuple, model: nn.Module) -> str:
+    """How to build a model that fits a tensor of shape ``got`` (vs the model's ``want``)."""
+    c = model.config
+    if ours.startswith("head.") and got[:1] != want[:1]:
+        return f"the file has {got[0]} classes: build the model with get_config({c.name!r}, num_classes={got[0]})"
+    if ours == "pos_embed" and len(got) == 3 and got[-1] == want[-1]:
+        n, side = got[1], int(round(got[1] ** 0.5))
+        size = f"img_size={side * c.token_stride}" if side * side == n else f"an img_size whose token grid has {n} cells"
+        return (f"the weights were trained on a {n}-token grid, the model has {want[1]}: build it with {size} "
+                "(pixels / 16 per side)")
+    return (f"the weights come from another architecture (hidden size, layers, CNN widths): build the model "
+            f"with the preset and config they were trained with (this model: {c.name!r})")
+
+
+def _load_checked(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str,
+                  names: Mapping[str, str] | None = None) -> None:
+    """Copy ``tensors`` (our names) into ``model``; every mismatch is reported by name.
+
+    ``names`` maps our name -> the key as written in the user's file, used in the messages.
+    """
+    names = names or {}
     own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    bad_shapes = [
-        f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in tensors if k in own and tuple(tensors[k].shape) != tuple(own[k].shape)
-    ]
+
+    def shown(k: str) -> str:
+        return names.get(k) or _rename(k, to_official=True) or k
+
+    missing = sorted(shown(k) for k in set(own) - set(tensors))
+    unexpected = sorted(shown(k) for k in set(tensors) - set(own))
+    bad = [(k, tuple(tensors[k].shape), tuple(own[k].shape)) for k in tensors
+           if k in own and tuple(tensors[k].shape) != tuple(own[k].shape)]
     problems = []
     if missing:
         problems.append(f"missing keys ({len(missing)}): {missing[:20]}")
     if unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): {unexpected[:20]}")
-    if bad_shapes:
-        problems.append(f"mis-shaped keys ({len(bad_shapes)}): {bad_shapes[:20]}")
+    if bad:
+        lines = [f"{shown(k)}: shape {got} in the file, {want} in the model" for k, got, want in bad[:20]]
+        fixes = dict.fromkeys(_shape_fix(shown(k), k, got, want, model) for k, got, want in bad)
+        problems.append(f"mis-shaped keys ({len(bad)}):\n    " + "\n    ".join(lines)
+                        + "\n  Fix: " + "; ".join(fixes))
     if problems:
         raise WeightLoadingError(
             f"{source} does not fit this model ({model.config.name}, img_size "
             f"{model.config.img_size}, {model.config.num_classes} classes):\n  "
             + "\n  ".join(problems)
-            + "\nBuild the model with the config the weights were trained with "
-            "(get_config(name, num_classes=..., img_size=...))."
+            + ("" if bad else "\nBuild the model with the config the weights were trained with "
+               "(get_config(name, num_classes=..., img_size=...)).")
         )
     model.load_state_dict(tensors, strict=True)
 
 
-def load_official_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Load a ``.pth`` state_dict saved by the official repository (with or without ``module.``)."""
+def load_official_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                             source: str = "the official state_dict") -> nn.Module:
+    """Load a ``.pth`` state_dict saved by the official repository (with or without ``module.``).
+
+    Errors name the keys as they are written in ``state_dict`` and say how to fix the model.
+    """
     _check_official_layout(model)
-    ours, unknown = {}, []
+    ours, unknown, names = {}, [], {}
     for key, value in state_dict.items():
-        key = key[len("module."):] if key.startswith("module.") else key
-        name = _rename(key, to_official=False)
+        stripped = key[len("module."):] if key.startswith("module.") else key
+        name = _rename(stripped, to_official=False)
         if name is None:
             unknown.append(key)
         else:
-            ours[name] = value
+            ours[name], names[name] = value, key
     if unknown:
-        raise WeightLoadingError(f"unexpected keys with no counterpart in this model: {unknown[:20]}")
-    _load_checked(model, ours, "the official state_dict")
+        raise WeightLoadingError(f"{source}: unexpected keys with no counterpart in this model: {unknown[:20]}")
+    _load_checked(model, ours, source, names)
     return model
 
 
 def load_official_pth(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """``load_official_state_dict`` from a file, read safely (``weights_only=True``)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling and zip errors come in many types
+        raise WeightLoadingError(
+            f"{path} is not a readable PyTorch state_dict ({err.__class__.__name__}: {err}); "
+            "download it again, or for Google's ImageNet .npz use load_official_npz"
+        ) from err
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]
-    return load_official_state_dict(model, state)
+    if not isinstance(state, Mapping):
+        raise WeightLoadingError(f"{path} holds a {type(state).__name__}, not a state_dict of named tensors")
+    return load_official_state_dict(model, state, str(path))
 
 
 # ------------------------------------------------------------------------------------------
@@ -223,49 +265,85 @@ def npz_position_embedding(posemb: np.ndarray, grid: tuple[int, int]) -> torch.T
     return resize_pos_embed(grid_part, _grid_of(grid_part.shape[1]), grid)
 
 
+_NPZ_HINT = "download it again (Google's R50+ViT-B_16.npz for the hybrid, ViT-B_16.npz without CNN)"
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _open_npz(path: str | os.PathLike) -> "np.lib.npyio.NpzFile":
+    """``np.load`` of an .npz archive (no pickles), with one clear error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file {path} not found; {_NPZ_HINT}")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except _READ_ERRORS as err:
+        raise WeightLoadingError(
+            f"{path} is not a readable .npz archive ({err.__class__.__name__}: {err}): it is damaged, "
+            f"truncated or another kind of file; {_NPZ_HINT}"
+        ) from err
+    if not isinstance(arrays, np.lib.npyio.NpzFile):
+        raise WeightLoadingError(f"{path} holds a single .npy array, not an .npz archive of named weights; {_NPZ_HINT}")
+    if any(name.endswith("data.pkl") for name in arrays.files):
+        arrays.close()
+        raise WeightLoadingError(f"{path} is a PyTorch file (.pth/.pt), not an .npz: use load_official_pth")
+    return arrays
+
+
+def _read_array(arrays, key: str, source: str) -> np.ndarray:
+    try:
+        return np.asarray(arrays[key])
+    except _READ_ERRORS as err:
+        raise WeightLoadingError(
+            f"{source}: array {key!r} cannot be read ({err.__class__.__name__}: {err}); {_NPZ_HINT}"
+        ) from err
+
+
 def load_official_npz(model: nn.Module, path_or_arrays, strict: bool = True) -> nn.Module:
     """Load Google's ImageNet-21k ``R50+ViT-B_16.npz`` (or ``ViT-B_16.npz``) as TransUNet does.
 
     Reads the CNN and transformer weights; the decoder and head keep their initialisation.
     ``path_or_arrays``: a path or a mapping of npz key -> array. Keys are always joined with '/'.
     With ``strict`` any npz key that is neither read nor known to be unused is an error.
+    A file that is not a readable .npz raises ``WeightLoadingError`` naming it.
     """
     _check_official_layout(model)
-    arrays = np.load(path_or_arrays) if isinstance(path_or_arrays, (str, os.PathLike)) \
-        else path_or_arrays
+    if isinstance(path_or_arrays, (str, os.PathLike)):
+        with _open_npz(path_or_arrays) as arrays:
+            return _load_npz_arrays(model, arrays, strict, str(path_or_arrays))
+    return _load_npz_arrays(model, path_or_arrays, strict, "the npz")
+
+
+def _load_npz_arrays(model: nn.Module, arrays, strict: bool, source: str) -> nn.Module:
     keys = set(arrays.keys())
     table = npz_table(model)
-    missing = [k for k, _, _ in table if k not in keys]
-    if "Transformer/posembed_input/pos_embedding" not in keys:
-        missing.append("Transformer/posembed_input/pos_embedding")
+    pos_key = "Transformer/posembed_input/pos_embedding"
+    missing = [k for k, _, _ in table if k not in keys] + ([] if pos_key in keys else [pos_key])
     if missing:
         raise WeightLoadingError(
-            f"the npz lacks {len(missing)} keys this model needs, e.g. {missing[:10]}; "
+            f"{source} lacks {len(missing)} keys this model needs, e.g. {missing[:10]}; "
             "is it the right file (R50+ViT-B_16.npz for the hybrid, ViT-B_16.npz without CNN)?"
         )
-    used = {k for k, _, _ in table} | {"Transformer/posembed_input/pos_embedding"}
+    used = {k for k, _, _ in table} | {pos_key}
     unused = sorted(k for k in keys - used if not _IGNORED_NPZ.match(k))
     if strict and unused:
-        raise WeightLoadingError(f"the npz has keys this model does not use: {unused[:20]}")
+        raise WeightLoadingError(f"{source} has keys this model does not use: {unused[:20]}")
     own = model.state_dict()
     new = {}
     for key, name, transform in table:
-        tensor = transform(np.asarray(arrays[key]))
+        tensor = transform(_read_array(arrays, key, source))
         if tuple(tensor.shape) != tuple(own[name].shape):
             raise WeightLoadingError(
-                f"npz key {key!r} -> {name!r}: shape {tuple(tensor.shape)} after the layout "
+                f"{source}: npz key {key!r} -> {name!r}: shape {tuple(tensor.shape)} after the layout "
                 f"change does not fit the model's {tuple(own[name].shape)}"
             )
         new[name] = tensor
-    new["pos_embed"] = npz_position_embedding(
-        arrays["Transformer/posembed_input/pos_embedding"], model.grid
-    )
+    new["pos_embed"] = npz_position_embedding(_read_array(arrays, pos_key, source), model.grid)
     with torch.no_grad():
         for name, tensor in new.items():
             target = own[name]
             if tuple(tensor.shape) != tuple(target.shape):
                 raise WeightLoadingError(
-                    f"{name}: npz gives {tuple(tensor.shape)}, model has {tuple(target.shape)}"
+                    f"{source}: {name}: npz gives {tuple(tensor.shape)}, model has {tuple(target.shape)}"
                 )
             target.copy_(tensor.to(target.dtype))
     return model
