@@ -27,6 +27,10 @@ as it is commonly redistributed (the Cambridge release itself ships all 701 fram
   unknown colours become ``IGNORE_INDEX``.
 
 Every label this module returns has void = ``IGNORE_INDEX`` (255).
+
+``CamVid`` is a ``SegmentationFolder`` (``folder.py``) with CamVid's class table
+(``CAMVID_TABLE`` or ``CAMVID32_TABLE``) and these layouts: decoding, checks, resizing,
+caching and transforms are the folder data set's.
 """
 
 from __future__ import annotations
@@ -35,31 +39,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from .classes import CAMVID32_TABLE, CAMVID_TABLE
+from .folder import DatasetError, DatasetNotFoundError, SegmentationFolder
 
-from .classes import (
-    CAMVID32_COLOR_TO_INDEX,
-    CAMVID_CLASSES,
-    IGNORE_INDEX,
-    NUM_CLASSES,
-    VOID_LABEL,
-    rgb_to_index,
-)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 DOWNLOAD_HINT = "python -m tutorial_lib.data.download camvid DEST"
 
-
-class CamVidNotFoundError(FileNotFoundError):
-    """The data folder, a split or a file of a pair is missing."""
-
-
-class CamVidDataError(ValueError):
-    """A file exists but its content is wrong (corrupt, bad label values, size mismatch)."""
+#: The names CamVid's errors had before the data sets became generic (same classes).
+CamVidNotFoundError = DatasetNotFoundError
+CamVidDataError = DatasetError
 
 
 def camvid_dir() -> Path | None:
@@ -75,7 +62,7 @@ def camvid_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
-class CamVid(Dataset):
+class CamVid(SegmentationFolder):
     """CamVid image/label pairs.
 
     ``dataset[i]`` -> ``(image, label)``: image float tensor (3, H, W), label long tensor
@@ -98,6 +85,12 @@ class CamVid(Dataset):
             interpolation, label with nearest (never mixes class indices).
         progress: show a progress bar while ``cache`` decodes the files.
     """
+
+    name = "CamVid"
+    mask_hints = {
+        "index": "For colour-coded labels use label_format='rgb32'.",
+        "color": "For class-index labels use label_format='index'.",
+    }
 
     def __init__(
         self,
@@ -123,35 +116,24 @@ class CamVid(Dataset):
                 f"Download it with `{DOWNLOAD_HINT}` and pass DEST as root, "
                 "or set the CAMVID_DIR environment variable to it."
             )
-        self.root = Path(root)
-        self.split = split
-        self.transform = transform
         self.label_format = label_format
-        self.resize = tuple(resize) if resize is not None else None
-        self.classes = CAMVID_CLASSES
-        self.num_classes = NUM_CLASSES
-
-        pairs = self._find_pairs()
-        if max_images is not None:
-            pairs = pairs[:max_images]
-        self.pairs: list[tuple[Path, Path]] = pairs
-
-        self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
-        if cache:
-            self._cache = [
-                self.load_pair(i)
-                for i in tqdm(range(len(self)), desc=f"caching CamVid {split}", disable=not progress)
-            ]
+        rgb32 = label_format == "rgb32"
+        super().__init__(
+            root, split, classes=CAMVID32_TABLE if rgb32 else CAMVID_TABLE, transform=transform,
+            cache=cache, max_images=max_images, resize=resize, progress=progress,
+            mask_format="color" if rgb32 else "index", mask_suffix="_L" if rgb32 else "",
+            unknown_colors="ignore" if rgb32 else "error",  # rgb32: colours outside the release's 32 are void
+        )
 
     # --- finding the files --------------------------------------------------------------
 
     def _find_pairs(self) -> list[tuple[Path, Path]]:
         if self.label_format == "rgb32":
-            return self._pairs_from_folders(self.split, f"{self.split}_labels", "{stem}_L.png")
+            return self._pairs_from_folders(self.split, f"{self.split}_labels")
         list_file = self.root / f"{self.split}.txt"
         if list_file.is_file():
             return self._pairs_from_list(list_file)
-        return self._pairs_from_folders(self.split, f"{self.split}annot", "{stem}{suffix}")
+        return self._pairs_from_folders(self.split, f"{self.split}annot")
 
     def _pairs_from_list(self, list_file: Path) -> list[tuple[Path, Path]]:
         pairs, missing = [], []
@@ -175,7 +157,7 @@ class CamVid(Dataset):
             )
         return sorted(pairs)
 
-    def _pairs_from_folders(self, image_dir: str, label_dir: str, label_name: str) -> list[tuple[Path, Path]]:
+    def _pairs_from_folders(self, image_dir: str, label_dir: str) -> list[tuple[Path, Path]]:
         images_path, labels_path = self.root / image_dir, self.root / label_dir
         for folder in (images_path, labels_path):
             if not folder.is_dir():
@@ -184,122 +166,13 @@ class CamVid(Dataset):
                     f"layout {image_dir}/ + {label_dir}/ under {self.root} "
                     f"(label_format={self.label_format!r}). Get the data with `{DOWNLOAD_HINT}`."
                 )
-        images = sorted(p for p in images_path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise CamVidNotFoundError(f"No images in {images_path}. Get the data with `{DOWNLOAD_HINT}`.")
-        pairs = [(p, labels_path / label_name.format(stem=p.stem, suffix=p.suffix)) for p in images]
-        unlabelled = [image.name for image, label in pairs if not label.is_file()]
-        if unlabelled:
-            raise CamVidNotFoundError(
-                f"{len(unlabelled)} image(s) in {images_path} have no label in {labels_path}: "
-                f"{', '.join(unlabelled[:10])}{' ...' if len(unlabelled) > 10 else ''}. "
-                "Add the labels or remove those images."
-            )
-        return pairs
-
-    # --- loading ------------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Decoded, checked (and resized) pair: image (H, W, 3) uint8, label (H, W) uint8, void = 255."""
-        image_path, label_path = self.pairs[index]
-        image = np.array(_open(image_path).convert("RGB"))  # a writable copy
-        label = self._decode_label(label_path)
-        if image.shape[:2] != label.shape:
-            raise CamVidDataError(
-                f"Image and label sizes differ for {image_path.name}: image {image_path} is "
-                f"{image.shape[1]}x{image.shape[0]} (WxH), label {label_path} is "
-                f"{label.shape[1]}x{label.shape[0]}. Each label must match its image pixel for pixel."
-            )
-        if self.resize is not None:
-            image, label = _resize_pair(image, label, self.resize)
-        return image, label
-
-    def load_label(self, index: int) -> np.ndarray:
-        """Decoded, checked (and resized) label only: (H, W) uint8, void = 255. Cheap: no image decode."""
-        if self._cache is not None:
-            return self._cache[index][1]
-        label = self._decode_label(self.pairs[index][1])
-        if self.resize is not None:
-            label = _resize_label(label, self.resize)
-        return label
-
-    def _decode_label(self, path: Path) -> np.ndarray:
-        label = _open(path)
-        if self.label_format == "rgb32":
-            if label.mode in ("L", "I", "I;16"):
-                raise CamVidDataError(
-                    f"Label {path} is single-channel (mode {label.mode}) but label_format='rgb32' "
-                    "expects colour labels. For class-index labels use label_format='index'."
-                )
-            return rgb_to_index(np.asarray(label.convert("RGB")), CAMVID32_COLOR_TO_INDEX)
-
-        if label.mode not in ("L", "P", "I", "I;16"):
-            raise CamVidDataError(
-                f"Label {path} has mode {label.mode} ({len(label.getbands())} channels); "
-                "expected a single-channel image of class indices. "
-                "For colour-coded labels use label_format='rgb32'."
-            )
-        label = np.asarray(label)
-        bad = np.setdiff1d(np.unique(label), np.arange(VOID_LABEL + 1))
-        if bad.size:
-            raise CamVidDataError(
-                f"Label {path} has values {bad.tolist()} outside the class range "
-                f"0..{NUM_CLASSES - 1} (plus {VOID_LABEL} = void). Is this a CamVid label file?"
-            )
-        return np.where(label == VOID_LABEL, IGNORE_INDEX, label).astype(np.uint8)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, label = self._cache[index] if self._cache is not None else self.load_pair(index)
-        if self.transform is None:
-            image_t = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
-            return image_t, torch.from_numpy(label).long()
-        out = self.transform(image=image, mask=label)
-        image_t, label_t = out["image"], out["mask"]
-        if isinstance(image_t, np.ndarray):  # a transform without ToTensorV2
-            image_t = torch.from_numpy(np.ascontiguousarray(image_t.transpose(2, 0, 1)))
-        if isinstance(label_t, np.ndarray):
-            label_t = torch.from_numpy(np.ascontiguousarray(label_t))
-        return image_t.float(), label_t.long()
+        try:
+            return self._pairs_from(images_path, labels_path, self.mask_suffix)
+        except CamVidNotFoundError as err:
+            raise CamVidNotFoundError(f"{err} Get the data with `{DOWNLOAD_HINT}`.") from None
 
     def __repr__(self) -> str:
         return (
             f"CamVid(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "
             f"label_format={self.label_format!r}, resize={self.resize}, cached={self._cache is not None})"
         )
-
-
-def _open(path: Path) -> Image.Image:
-    """Open and fully decode an image, turning any decoding failure into a clear error."""
-    try:
-        image = Image.open(path)
-        image.load()
-    except FileNotFoundError:
-        raise CamVidNotFoundError(f"Missing file {path}.") from None
-    except (OSError, SyntaxError, ValueError) as err:  # PIL raises these for broken files
-        raise CamVidDataError(
-            f"Cannot decode image file {path} ({err}). The file is corrupt or truncated: "
-            f"re-download it (`{DOWNLOAD_HINT}` verifies every file's checksum)."
-        ) from err
-    return image
-
-
-def _resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize to size=(H, W): image with area averaging (down) / bilinear (up), label nearest."""
-    height, width = size
-    if image.shape[:2] == (height, width):
-        return image, label
-    shrinking = height * width < image.shape[0] * image.shape[1]
-    image_filter = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    image = np.array(Image.fromarray(image).resize((width, height), image_filter))
-    return image, _resize_label(label, size)
-
-
-def _resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a (H, W) label to size=(H, W): class indices are never mixed."""
-    height, width = size
-    if label.shape == (height, width):
-        return label
-    return np.array(Image.fromarray(label).resize((width, height), Image.Resampling.NEAREST))

@@ -56,14 +56,17 @@ def _labels(source: Iterable) -> Iterable[np.ndarray]:
 
 def class_frequencies(
     dataset_or_labels: Iterable,
-    num_classes: int = NUM_CLASSES,
+    num_classes: int | None = None,
     ignore_index: int = IGNORE_INDEX,
 ) -> ClassFrequencies:
     """Count class pixels over label images (H, W) and compute SegNet's freq(c).
 
-    Pixels equal to ``ignore_index`` (void) are left out of every count, including the
-    per-image totals. Any other value outside 0..num_classes-1 raises ValueError.
+    ``num_classes`` None: the data set's ``num_classes`` (e.g. from its class table), else
+    CamVid's 11. Pixels equal to ``ignore_index`` (void) are left out of every count,
+    including the per-image totals. Any other value outside 0..num_classes-1 raises ValueError.
     """
+    if num_classes is None:
+        num_classes = getattr(dataset_or_labels, "num_classes", NUM_CLASSES)
     pixel_counts = np.zeros(num_classes, dtype=np.int64)
     present_pixels = np.zeros(num_classes, dtype=np.int64)
     num_images = 0
@@ -83,13 +86,13 @@ def class_frequencies(
 
 def median_frequency_weights(
     dataset_or_labels: Iterable | ClassFrequencies,
-    num_classes: int = NUM_CLASSES,
+    num_classes: int | None = None,
     ignore_index: int = IGNORE_INDEX,
 ) -> np.ndarray:
     """SegNet class weights, shape (num_classes,): median(freq) / freq(c).
 
-    Accepts what ``class_frequencies`` accepts, or its result. A class that never occurs
-    gets weight 0 (and is left out of the median).
+    Accepts what ``class_frequencies`` accepts (``num_classes`` None: the data set's, else
+    11), or its result. A class that never occurs gets weight 0 (and is left out of the median).
     """
     stats = (
         dataset_or_labels

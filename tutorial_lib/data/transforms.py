@@ -1,20 +1,32 @@
-"""Albumentations (2.x) pipelines for CamVid: uint8 (H, W, 3) image + (H, W) label in,
-float tensor (3, H, W) normalised with ImageNet statistics + uint8 tensor (H, W) label out.
+"""Pre-processing: the albumentations (2.x) training augmentation and the one evaluation
+pre-processing, both in the ``transform(image=, mask=) -> dict`` protocol of the data sets:
+uint8 (H, W, 3) image + (H, W) label in, float tensor (3, H, W) normalised with ImageNet
+statistics + uint8 tensor label out.
 
 Geometric transforms move image and label together; the label is always resampled with
 nearest-neighbour interpolation (a blend of class 3 and class 5 is not class 4) and
 padded with ``IGNORE_INDEX``, so padding never counts in the loss or the metrics.
+
+``resize_image`` / ``resize_label`` / ``resize_pair`` are the one resizing rule of the
+package (image: area averaging when shrinking, bilinear when enlarging; label: nearest),
+used by ``EvalTransform`` and by the data sets' ``resize=`` option.
+
+albumentations and OpenCV are imported only when first needed, so ``import tutorial_lib.data``
+(and ``IGNORE_INDEX``) stays light.
 """
 
 from __future__ import annotations
 
-import albumentations as A
-import cv2
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from albumentations.pytorch import ToTensorV2
 
 from .classes import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 #: ImageNet channel statistics (RGB, for images scaled to [0, 1]); pretrained encoders expect them.
 MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -27,7 +39,7 @@ def train_transform(
     color_jitter: float | None = 0.3,
     seed: int | None = None,
 ) -> A.Compose:
-    """Training augmentation; output crops of ``size`` = (H, W).
+    """Training augmentation (an albumentations ``Compose``); output crops of ``size`` = (H, W).
 
     1. random rescale by a factor in ``scale`` (image area/bilinear, label nearest);
     2. pad to at least ``size`` (image 0, label IGNORE_INDEX) and take a random crop;
@@ -42,6 +54,10 @@ def train_transform(
 
     ``seed`` makes the random sequence reproducible (``Compose(seed=...)``).
     """
+    import albumentations as A
+    import cv2
+    from albumentations.pytorch import ToTensorV2
+
     height, width = size
     steps: list[A.BasicTransform] = [
         A.RandomScale(
@@ -75,21 +91,76 @@ def train_transform(
     return A.Compose(steps, seed=seed)
 
 
-def eval_transform(size: tuple[int, int] | None = None) -> A.Compose:
-    """Deterministic evaluation pipeline: optional resize to ``size`` = (H, W) + normalisation."""
-    steps: list[A.BasicTransform] = []
-    if size is not None:
-        steps.append(
-            A.Resize(
-                height=size[0],
-                width=size[1],
-                interpolation=cv2.INTER_LINEAR,
-                mask_interpolation=cv2.INTER_NEAREST,
-                area_for_downscale="image",
-            )
-        )
-    steps += [A.Normalize(mean=MEAN, std=STD), ToTensorV2()]
-    return A.Compose(steps)
+def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """(H, W, C) uint8 image -> (h, w, C) for ``size`` = (h, w): area averaging when the
+    area shrinks, bilinear when it grows (OpenCV ``INTER_AREA`` / ``INTER_LINEAR``)."""
+    h, w = int(size[0]), int(size[1])
+    if image.shape[:2] == (h, w):
+        return image
+    import cv2
+
+    shrinking = h * w < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def resize_label(label: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """(H, W) label -> (h, w) with nearest-neighbour sampling at pixel centres
+    (``INTER_NEAREST_EXACT``): class indices are never mixed."""
+    h, w = int(size[0]), int(size[1])
+    if label.shape[:2] == (h, w):
+        return label
+    import cv2
+
+    return cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def resize_pair(image: np.ndarray, label: np.ndarray, size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image (H, W, 3) and label (H, W) -> both at ``size`` = (h, w) (``resize_image``, ``resize_label``)."""
+    return resize_image(image, size), resize_label(label, size)
+
+
+class EvalTransform:
+    """The evaluation pre-processing, in the ``transform(image=, mask=) -> dict`` protocol.
+
+    uint8 image (H, W, 3) -> resized to ``size`` = (h, w) with ``resize_image`` (``None``:
+    kept) and normalised with ``mean``/``std`` (of images scaled to [0, 1]) -> float32
+    tensor (3, h, w). The label (H, W) comes back as a uint8 tensor: at full resolution
+    (``resize_mask=False``, the evaluation protocol: metrics on the original labels), or
+    resized with ``resize_label`` to (h, w) (``resize_mask=True``, for training at the
+    model's size). Deterministic: no randomness.
+    """
+
+    def __init__(self, size: Sequence[int] | None = None, mean: Sequence[float] = MEAN,
+                 std: Sequence[float] = STD, resize_mask: bool = False):
+        self.size = None if size is None else (int(size[0]), int(size[1]))
+        self.mean = np.asarray(mean, dtype=np.float32) * 255.0
+        self.std = np.asarray(std, dtype=np.float32) * 255.0
+        self.resize_mask = resize_mask
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> dict:
+        if self.size is not None:
+            image = resize_image(image, self.size)
+            if self.resize_mask:
+                mask = resize_label(mask, self.size)
+        image = (image.astype(np.float32) - self.mean) / self.std
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
+        }
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(size={self.size}, resize_mask={self.resize_mask})"
+
+
+def eval_transform(size: tuple[int, int] | None = None, mean: Sequence[float] = MEAN,
+                   std: Sequence[float] = STD) -> EvalTransform:
+    """Deterministic pipeline for image *and* label at ``size`` = (H, W) (None: kept) + normalisation.
+
+    The same pre-processing as evaluation (``EvalTransform``), with the label resized too
+    (nearest), e.g. to train without augmentation. Evaluation itself keeps the labels at
+    full resolution: ``EvalTransform(size, mean, std)``.
+    """
+    return EvalTransform(size, mean, std, resize_mask=True)
 
 
 def denormalize(image: torch.Tensor | np.ndarray) -> np.ndarray:
