@@ -104,7 +104,7 @@ def strip_code(markdown: str) -> str:
 
 
 def github_slug(heading: str) -> str:
-    """The anchor GitHub gives a heading: rendered text, lower case, punctuation dropped, spaces -> '-'."""
+    """GitHub's anchor for a heading: rendered text, lower case, punctuation dropped, ' ' -> '-'."""
     text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link renders as its text
     text = re.sub(r"<[^>]+>", "", text).replace("`", "").replace("*", "")
     text = re.sub(r"[^\w\- ]", "", text.strip().lower())
@@ -112,7 +112,7 @@ def github_slug(heading: str) -> str:
 
 
 def anchors(markdown: str) -> set[str]:
-    """Every anchor a Markdown file offers: heading slugs (duplicates get -1, -2, ...) and HTML ids."""
+    """Every anchor of a Markdown file: heading slugs (repeats get -1, -2, ...) and HTML ids."""
     seen: dict[str, int] = {}
     result = set()
     no_fences = _FENCE.sub("", markdown)
@@ -132,13 +132,14 @@ def relative_links(markdown: str) -> list[str]:
 
 
 def broken_links(markdown: str, base: Path) -> list[str]:
-    """Each relative link of ``markdown`` (a file in folder ``base``) that does not resolve, explained."""
+    """Each relative link of ``markdown`` (a file in folder ``base``) that does not resolve."""
     problems = []
     for target in relative_links(markdown):
         path_part, _, fragment = target.partition("#")
         path_part = unquote(path_part)
         if path_part:
-            dest = (ROOT / path_part.lstrip("/")) if path_part.startswith("/") else (base / path_part)
+            from_root = path_part.startswith("/")
+            dest = ROOT / path_part.lstrip("/") if from_root else base / path_part
         else:
             dest = None  # a link into the same document
         if dest is not None and not dest.exists():
@@ -153,14 +154,15 @@ def broken_links(markdown: str, base: Path) -> list[str]:
 
 def test_github_slug_follows_githubs_rules():
     assert github_slug("3. Shapes at 224x224") == "3-shapes-at-224x224"
-    assert github_slug("2.5 Decoder: DecoderCup and the skips") == "25-decoder-decodercup-and-the-skips"
+    assert github_slug("2.5 Decoder: DecoderCup and skips") == "25-decoder-decodercup-and-skips"
     assert github_slug("5.1 Google's R50+ViT-B_16.npz") == "51-googles-r50vit-b_16npz"
     assert github_slug("The `blog` preset") == "the-blog-preset"
     assert anchors("# A\n\n```\n# not a heading\n```\n## A\n") == {"a", "a-1"}
 
 
 def test_link_checker_catches_broken_links(tmp_path):
-    doc = "[ok](reference.md#3-shapes-at-224x224) [gone](nope.md) [bad](reference.md#no-such-section)"
+    doc = ("[ok](reference.md#3-shapes-at-224x224) [gone](nope.md) "
+           "[bad](reference.md#no-such-section)")
     problems = broken_links(doc, ROOT / "docs")
     assert len(problems) == 2
     assert "nope.md" in problems[0] and "#no-such-section" in problems[1]
@@ -208,8 +210,8 @@ def test_private_note_check_can_fail():
 def test_markdown_does_not_point_to_private_notes(path):
     hits = private_note_mentions(path.read_text(encoding="utf-8"))
     assert not hits, (
-        f"{_rel(path)} points readers to notes they cannot open; cite docs/reference.md or the paper "
-        "instead:\n  " + "\n  ".join(hits)
+        f"{_rel(path)} points readers to notes they cannot open; cite docs/reference.md or the "
+        "paper instead:\n  " + "\n  ".join(hits)
     )
 
 
@@ -286,7 +288,8 @@ def test_reference_parameter_counts_match_the_library():
 
 def test_reference_total_matches_the_official_state_dict():
     total = 0
-    for line in (ROOT / "tests" / "fixtures" / "official-state-dict-keys.txt").read_text().splitlines():
+    listing = ROOT / "tests" / "fixtures" / "official-state-dict-keys.txt"
+    for line in listing.read_text().splitlines():
         name, shape = line.split("\t")
         if not re.search(r"running_(mean|var)|num_batches_tracked", name):
             total += math.prod(int(d) for d in re.findall(r"\d+", shape))
