@@ -3,6 +3,8 @@
 import hashlib
 import io
 import re
+import subprocess
+import sys
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -152,7 +154,7 @@ def test_command_line(tmp_path, server, manifest, capsys):
     assert str(dest) in capsys.readouterr().out
     assert_camvid_ready(dest)
     assert dl.main(["camvid", str(tmp_path / "x"), "--url", f"{server.url}/missing", "--sha256-manifest",
-                    str(manifest), "--quiet"]) == 1
+                    str(manifest), "--quiet"]) == 2  # the project's exit status for bad input
     assert "HTTP 404" in capsys.readouterr().err
 
 
@@ -207,6 +209,8 @@ UNSAFE = {
     "dotdot at top": lambda outside: {"../evil.txt": b"x"},
     "dotdot inside CamVid": lambda outside: {f"{TOP}/CamVid/../../evil.txt": b"x"},
     "absolute path": lambda outside: {str(outside / "evil.txt"): b"x"},
+    "windows drive": lambda outside: {"C:/evil.txt": b"x"},
+    "windows root": lambda outside: {"\\evil.txt": b"x"},
 }
 UNSAFE_LINKS = {
     "symlink to a file": lambda outside: _link(f"{TOP}/CamVid/train/link.png", str(outside / "evil.txt")),
@@ -218,6 +222,7 @@ UNSAFE_LINKS = {
 
 REASON = {
     "dotdot at top": r"'\.\.'", "dotdot inside CamVid": r"'\.\.'", "absolute path": "absolute path",
+    "windows drive": "absolute path", "windows root": "absolute path",
     "symlink to a file": "symlink", "symlinked folder": "symlink", "hard link": "hard link", "device": "special file",
 }
 
@@ -257,8 +262,45 @@ def test_symlink_already_in_dest_is_not_followed(tmp_path):
 def test_unsafe_archive_fails_the_whole_download(tmp_path, server, manifest):
     server.files["/c.tar.gz"] = camvid_archive(extra=[_link(f"{TOP}/CamVid/train/x.png", "/etc/passwd")])
     assert dl.main(["camvid", str(tmp_path / "camvid"), "--url", f"{server.url}/c.tar.gz",
-                    "--sha256-manifest", str(manifest), "--quiet"]) == 1
+                    "--sha256-manifest", str(manifest), "--quiet"]) == 2
     assert files_under(tmp_path / "camvid") <= {dl.ARCHIVE_NAME}
+
+
+def test_unsafe_archive_from_the_command_line_exits_2_with_the_member_and_the_fix(tmp_path, server, manifest):
+    outside = tmp_path / "outside"
+    server.files["/c.tar.gz"] = make_tar({**{f"{TOP}/CamVid/{n}": d for n, d in CAMVID_FILES.items()},
+                                          f"{TOP}/CamVid/../../../outside/evil.txt": b"x"})
+    run = subprocess.run(
+        [sys.executable, "-m", "tutorial_lib.data.download", "camvid", str(tmp_path / "camvid"),
+         "--url", f"{server.url}/c.tar.gz", "--sha256-manifest", str(manifest), "--quiet"],
+        capture_output=True, text=True, cwd=Path(dl.__file__).parents[2],
+    )
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr and run.stdout == ""
+    assert "outside/evil.txt" in run.stderr and "refusing to extract" in run.stderr
+    assert "Nothing was extracted" in run.stderr and "--url" in run.stderr
+    assert not outside.exists() and files_under(tmp_path / "camvid") <= {dl.ARCHIVE_NAME}
+
+
+def test_links_outside_camvid_are_skipped_never_followed(tmp_path):
+    """Only CamVid/ is extracted: a symlink elsewhere in the archive that points out is not written."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(camvid_archive(extra=[_link(f"{TOP}/escape", str(outside)),
+                                               _link(f"{TOP}/Scripts/up", "../../..")]))
+    dest = tmp_path / "dest"
+    dl.extract_camvid(archive, dest)
+    assert_camvid_ready(dest)
+    assert not any(p.is_symlink() for p in dest.rglob("*")) and files_under(outside) == set()
+
+
+def test_a_link_inside_camvid_is_refused_even_when_it_points_inside(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(camvid_archive(extra=[_link(f"{TOP}/CamVid/train/b.png", "a.png")]))
+    with pytest.raises(dl.UnsafeArchiveError, match=r"'.*CamVid/train/b\.png' is a symlink"):
+        dl.extract_camvid(archive, tmp_path / "dest")
+    assert files_under(tmp_path / "dest") == set()
 
 
 def test_archive_without_camvid_folder(tmp_path):

@@ -148,7 +148,7 @@ class _Checker:
 
     def error_from(self, err: DatasetError, fallback: Path) -> None:
         path = err.path or fallback
-        self.add("error", err.kind, str(err).replace(f"{path} ", "", 1), path)  # the line names the file
+        self.add("error", err.kind, str(err).replace(f" {path}", "", 1), path)  # the line names the file
 
 
 def _check_pairing(check: _Checker, split: SplitDirs, mask_suffix: str) -> list[tuple[Path, Path]]:
@@ -179,12 +179,16 @@ def _check_pair(check: _Checker, image_path: Path, mask_path: Path, table: Class
     try:
         image = open_image(image_path)
         image_to_rgb(image, image_path)
-    except (DatasetError, DatasetNotFoundError) as err:
-        check.add("error", getattr(err, "kind", "unreadable"), str(err), image_path)
+    except DatasetError as err:
+        check.error_from(err, image_path)
+    except DatasetNotFoundError as err:  # deleted while we read
+        check.add("error", "unreadable", str(err), image_path)
     try:
         mask = open_image(mask_path)
-    except (DatasetError, DatasetNotFoundError) as err:
-        check.add("error", getattr(err, "kind", "unreadable"), str(err), mask_path)
+    except DatasetError as err:
+        check.error_from(err, mask_path)
+    except DatasetNotFoundError as err:
+        check.add("error", "unreadable", str(err), mask_path)
     counts = None
     if mask is not None:
         if table is not None:

