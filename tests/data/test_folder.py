@@ -66,7 +66,8 @@ def write_table(root: Path, table=TABLE) -> None:
     (root / "classes.json").write_text(json.dumps(table))
 
 
-def write_pair(root: Path, split: str | None, stem: str, image, mask, image_ext=".png", mask_ext=".png") -> tuple[Path, Path]:
+def write_pair(root: Path, split: str | None, stem: str, image, mask,
+               image_ext=".png", mask_ext=".png") -> tuple[Path, Path]:
     base = root / split if split else root
     (base / "images").mkdir(parents=True, exist_ok=True)
     (base / "masks").mkdir(parents=True, exist_ok=True)
@@ -469,7 +470,8 @@ def test_csv_without_weights_and_repeated_names(tmp_path):
 BAD_TABLES = {
     "not json": ("{classes: [}", r"not valid JSON \(line 1, column 2"),
     "no classes": ('{"names": ["a"]}', r'"classes" list'),
-    "british key": ('{"classes": [{"name": "a", "colour": [1, 2, 3]}]}', r"classes\[0\]: unknown key 'colour' \(spell it \"color\"\)"),
+    "british key": ('{"classes": [{"name": "a", "colour": [1, 2, 3]}]}',
+                    r"classes\[0\]: unknown key 'colour' \(spell it \"color\"\)"),
     "bad colour": ('{"classes": [{"name": "a", "color": [1, 2, 300]}]}', r"classes\[0\]: colour \[1, 2, 300\]"),
     "duplicate": ('{"classes": [{"name": "a"}, {"name": "a"}]}', "unique; repeated: a"),
     "shared colour": ('{"classes": [{"name": "a", "color": "#010203"}, {"name": "b", "color": [1, 2, 3]}]}',

@@ -6,23 +6,19 @@ are imported only when an augmentation or a resize first needs them.
 """
 
 from .camvid import CamVid, CamVidDataError, CamVidNotFoundError, camvid_dir
+from .class_table import CAMVID32_TABLE, CAMVID_TABLE, ClassTable, ClassTableError, load_class_table
 from .classes import (
     CAMVID32_COLOR_TO_INDEX,
     CAMVID32_LABEL_COLORS,
-    CAMVID32_TABLE,
     CAMVID32_TO_CAMVID11,
     CAMVID_CLASSES,
     CAMVID_COLOR_TO_INDEX,
     CAMVID_COLORS,
-    CAMVID_TABLE,
     IGNORE_INDEX,
     NUM_CLASSES,
     SEGNET_CLASS_WEIGHTS,
     VOID_LABEL,
-    ClassTable,
-    ClassTableError,
     colorize,
-    load_class_table,
     red_channel_label,
     rgb_to_index,
 )

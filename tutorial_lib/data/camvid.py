@@ -39,7 +39,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .classes import CAMVID32_TABLE, CAMVID_TABLE
+from .class_table import CAMVID32_TABLE, CAMVID_TABLE
 from .folder import DatasetError, DatasetNotFoundError, SegmentationFolder
 
 DOWNLOAD_HINT = "python -m tutorial_lib.data.download camvid DEST"

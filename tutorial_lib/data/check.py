@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .classes import IGNORE_INDEX, ClassTable, ClassTableError
+from .class_table import ClassTable, ClassTableError
 from .folder import (
     DatasetError,
     DatasetNotFoundError,

@@ -8,7 +8,7 @@ Layouts (``find_splits`` detects them)::
     DIR/train/         DIR/trainannot/      the SegNet CamVid layout (CamVid's class table by default)
     DIR/classes.json   (or classes.csv)     the class table (format: ``tutorial_lib.data.classes``)
 
-Class table (full format in ``tutorial_lib.data.classes`` and ``data/README.md``): class ``i``
+Class table (full format in ``tutorial_lib.data.class_table`` and ``data/README.md``): class ``i``
 is entry ``i``; ``void`` gives the mask value and/or colour that means "ignore"::
 
     {"classes": [{"name": "background", "color": [0, 0, 0]},
@@ -63,7 +63,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .classes import CAMVID_TABLE, IGNORE_INDEX, ClassTable, load_class_table, lookup_colors
+from .class_table import CAMVID_TABLE, ClassTable, ClassTableError, load_class_table
+from .classes import IGNORE_INDEX, lookup_colors
 from .transforms import resize_label, resize_pair
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -339,13 +340,13 @@ def find_class_table(root: str | os.PathLike) -> Path | None:
     """``root/classes.json`` or ``root/classes.csv`` (ClassTableError if both exist), else None."""
     present = [Path(root) / name for name in CLASS_TABLE_NAMES if (Path(root) / name).is_file()]
     if len(present) > 1:
-        from .classes import ClassTableError
-
         raise ClassTableError(f"{root} has both classes.json and classes.csv; keep one of them")
     return present[0] if present else None
 
 
-def resolve_class_table(root: str | os.PathLike, classes: ClassTable | str | os.PathLike | None = None) -> ClassTable | None:
+def resolve_class_table(
+    root: str | os.PathLike, classes: ClassTable | str | os.PathLike | None = None
+) -> ClassTable | None:
     """The class table of a data folder: ``classes`` (a table or a file), else ``root/classes.json``
     or ``.csv``, else CamVid's for the SegNet layout, else None."""
     if isinstance(classes, ClassTable):
@@ -457,7 +458,9 @@ class SegmentationFolder(Dataset):
                      if self.split is not None else f"{self.root}/images + {self.root}/masks")
             found = ", ".join(s.label for s in splits.values()) or "none"
             flat = " It has the flat layout images/ + masks/: pass split=None." if None in splits else ""
-            raise DatasetNotFoundError(f"Split {self.split!r} not found: expected {where} (splits found: {found}).{flat}")
+            raise DatasetNotFoundError(
+                f"Split {self.split!r} not found: expected {where} (splits found: {found}).{flat}"
+            )
         dirs = splits[self.split]
         return self._pairs_from(dirs.images, dirs.masks, self.mask_suffix)
 
