@@ -164,7 +164,8 @@ def check_softmax(fn: Callable) -> str:
     y = call(fn, big, what="fn(x) with x around 1000")
     if not torch.isfinite(torch.as_tensor(y)).all():
         raise Wrong("fn(x) overflows for inputs around 1000 (exp(1000) is inf): subtract each "
-                    "row's maximum first, softmax(x) = softmax(x - x.max(dim=-1, keepdim=True))")
+                    "row's maximum first, softmax(x) = softmax(x - m) with "
+                    "m = x.max(dim=-1, keepdim=True).values")
     rows = torch.randn(3, 5) + torch.tensor([[0.0], [1000.0], [-1000.0]])
     y = expect_tensor(call(fn, rows, what="fn(x) with rows around 0, 1000 and -1000"), "fn(x)")
     if not close(y, torch.softmax(rows, dim=-1)):

@@ -60,7 +60,7 @@ def check_upsample(fn: Callable) -> str:
 # --------------------------------------------------------------------------------------------
 _BLOCK_CASES = [(16, 8, 4, 3, 5), (8, 4, 0, 4, 4), (12, 6, 6, 2, 3)]  # cin, cout, cskip, h, w
 
-_BLOCK_LAYOUT = ("the official block upsamples x2 (bilinear, align_corners=True), concatenates "
+_BLOCK_LAYOUT = ("The official block upsamples x2 (bilinear, align_corners=True), concatenates "
                  "[upsampled, skip] on the channels, then conv1 = Conv2dReLU(in + skip, out) "
                  "and conv2 = Conv2dReLU(out, out), each a 3x3 conv without bias, BatchNorm2d "
                  "and ReLU")

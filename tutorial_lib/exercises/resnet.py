@@ -103,7 +103,7 @@ def check_std_conv(cls: Callable) -> str:
 # --------------------------------------------------------------------------------------------
 _UNIT_CASES = [(96, 256, 64, 2, 9), (256, 256, 64, 1, 8), (64, 256, 64, 1, 7)]  # + input size
 
-_UNIT_LAYOUT = ("the official unit is conv1 (1x1, cin->cmid) -> gn1 -> ReLU -> conv2 (3x3, "
+_UNIT_LAYOUT = ("The official unit is conv1 (1x1, cin->cmid) -> gn1 -> ReLU -> conv2 (3x3, "
                 "stride) -> gn2 -> ReLU -> conv3 (1x1, cmid->cout) -> gn3, plus the shortcut "
                 "(when stride != 1 or cin != cout: downsample 1x1 StdConv2d with the stride -> "
                 "gn_proj = GroupNorm(cout, cout)), then ReLU; gn1, gn2 = GroupNorm(32, cmid, "
