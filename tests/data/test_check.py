@@ -245,6 +245,14 @@ def test_a_class_that_never_occurs_is_a_warning(tmp_path):
     assert all("split val" in i.message for i in report.warnings)
 
 
+def test_a_broken_table_is_the_only_error_reported(tmp_path):
+    root = good_dataset(tmp_path / "d")
+    (root / "classes.json").write_text('{"classes": [{"name": "a"}, {"name": "a"}]}')
+    report = check_dataset(root, progress=False)
+    assert [(i.kind, i.path) for i in report.errors] == [("class-table", None)]
+    assert "classes.json" in report.errors[0].message and "repeated: a" in report.errors[0].message
+
+
 def test_bad_folder_and_bad_table_exit_2_without_a_traceback(tmp_path):
     root = good_dataset(tmp_path / "d")
     (root / "classes.json").write_text('{"classes": [{"name": "a", "colour": [1, 2, 3]}]}')

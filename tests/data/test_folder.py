@@ -409,6 +409,18 @@ def test_eval_transform_matches_pytorch_area_resize_and_keeps_or_resizes_the_lab
     assert torch.equal(resized["mask"], torch.from_numpy(random_index(0)))
 
 
+def test_resize_image_is_the_exact_area_average_at_a_non_integer_ratio():
+    """36x48 -> 24x32 (ratio 1.5): upsample x2 (nearest) then 3x3 average pooling is the exact area average."""
+    from tutorial_lib.data.transforms import resize_image
+
+    image = np.random.default_rng(0).integers(0, 256, size=(36, 48, 3), dtype=np.uint8)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].double()
+    exact = F.avg_pool2d(x.repeat_interleave(2, 2).repeat_interleave(2, 3), 3)[0].permute(1, 2, 0).numpy()
+    got = resize_image(image, (24, 32))
+    assert got.dtype == np.uint8 and got.shape == (24, 32, 3)
+    assert np.abs(got - exact).max() <= 0.5 + 1e-9  # only the rounding to uint8
+
+
 def test_camvid_resize_uses_the_shared_resize():
     from tutorial_lib.data import camvid, folder, transforms
 

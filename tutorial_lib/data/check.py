@@ -173,8 +173,12 @@ def _check_pairing(check: _Checker, split: SplitDirs, mask_suffix: str) -> list[
 
 
 def _check_pair(check: _Checker, image_path: Path, mask_path: Path, table: ClassTable | None,
-                raw_values: set[int]) -> np.ndarray | None:
-    """Read one pair; record its issues. Returns the pixel count per class (table given, mask valid)."""
+                raw_values: set[int] | None) -> np.ndarray | None:
+    """Read one pair; record its issues. Returns the pixel count per class (table given, mask valid).
+
+    Without a table, the values of index masks are collected in ``raw_values`` (None: the
+    table file is broken, so mask contents are not judged at all).
+    """
     image = mask = None
     try:
         image = open_image(image_path)
@@ -197,6 +201,8 @@ def _check_pair(check: _Checker, image_path: Path, mask_path: Path, table: Class
                 counts = np.bincount(label.ravel(), minlength=256)[: table.num_classes]
             except DatasetError as err:
                 check.error_from(err, mask_path)
+        elif raw_values is None:
+            pass
         elif mask_kind(mask.mode) == "color":
             check.add("error", "no-table",
                       "colour (RGB) mask but no class table to map its colours: write classes.json with a "
@@ -272,7 +278,7 @@ def check_dataset(
         table_broken = False
 
     pairs = {d.label: _check_pairing(check, d, "") for d in found}
-    raw_values: set[int] = set()
+    raw_values: set[int] | None = None if table_broken else set()
     total = sum(len(p) for p in pairs.values())
     with tqdm(total=total, desc=f"checking {root.name}", unit="pair", disable=not progress) as bar:
         for label, split_pairs in pairs.items():

@@ -395,8 +395,9 @@ class SegmentationFolder(Dataset):
     Attributes: ``table`` (the ClassTable), ``classes`` (names), ``num_classes``, ``pairs``.
     """
 
-    #: used in the progress bar; hints appended to a wrong-mask-kind error (subclasses set them)
-    name = "folder"
+    #: the progress bar's name for the data (None: the folder's name); hints appended to a
+    #: wrong-mask-kind error (subclasses set both)
+    name: str | None = None
     mask_hints: dict[str, str] = {}
 
     def __init__(
@@ -435,11 +436,8 @@ class SegmentationFolder(Dataset):
 
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         if cache:
-            self._cache = [
-                self.load_pair(i)
-                for i in tqdm(range(len(self)), desc=f"caching {self.name} {split or ''}".rstrip(),
-                              disable=not progress)
-            ]
+            desc = f"caching {self.name or self.root.name} {split or ''}".rstrip()
+            self._cache = [self.load_pair(i) for i in tqdm(range(len(self)), desc=desc, disable=not progress)]
 
     def _class_table(self, classes) -> ClassTable:
         table = resolve_class_table(self.root, classes)
