@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -102,12 +103,16 @@ def test_conversions_of_non_rgb_images(tmp_path):
     np.testing.assert_array_equal(to_rgb(rgba), rgb)
     pal = Image.fromarray(gray).convert("P")  # palette image: the colours, not the indices
     np.testing.assert_array_equal(to_rgb(pal), np.asarray(pal.convert("RGB")))
-    # 16-bit grayscale PNG, as a file: value / 257
+    # 16-bit grayscale PNG, as a file: the high byte, as Pillow reads 16-bit RGB files
     g16 = rng.integers(0, 65536, (5, 7)).astype(np.uint16)
     Image.fromarray(g16).save(tmp_path / "g16.png")
-    expected = np.round(g16 / 257).astype(np.uint8)
+    expected = (g16 // 256).astype(np.uint8)
     np.testing.assert_array_equal(read_image(tmp_path / "g16.png"), np.stack([expected] * 3, -1))
     np.testing.assert_array_equal(to_rgb(np.stack([g16] * 3, -1)), np.stack([expected] * 3, -1))
+    rgb16 = rng.integers(0, 65536, (5, 7, 3)).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "rgb16.png"), rgb16[..., ::-1])  # a 16-bit RGB file (OpenCV writes BGR)
+    np.testing.assert_array_equal(read_image(tmp_path / "rgb16.png"), to_rgb(rgb16))
+    assert to_rgb(np.full((1, 1), 65535, np.uint16)).tolist() == [[[255, 255, 255]]]
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -19,7 +19,9 @@ needs only the ``onnx`` package (the ``torch.export``-based ``dynamo=True`` expo
 ``onnxscript`` too). The model is exported as it runs in PyTorch, unchanged: the einops
 rearranges trace to Reshape/Transpose with the batch size read from the input,
 ``F.scaled_dot_product_attention`` becomes MatMul/Softmax/MatMul, the weight-standardised convs
-are folded into constant kernels. TorchScript is ``torch.jit.trace`` of the same model. Files
+are folded into constant kernels; nothing in the model was changed to make it exportable.
+TorchScript is ``torch.jit.trace`` of the same model, for LibTorch and other runtimes that read
+it (``torch.jit`` is deprecated in PyTorch 2.13: ``torch.jit.load`` warns, but works). Files
 are written to a temporary name and renamed, so a failed export leaves nothing behind.
 
 ONNX needs the optional extra: ``pip install -e ".[export]"`` (onnx, onnxruntime).
