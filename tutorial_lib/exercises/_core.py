@@ -1,7 +1,9 @@
 """What every checker shares: the verdict, calling the learner's code, comparing, copying weights.
 
 Behaviour of every ``check_*``: on success it prints one line starting with "✓" and returns
-None; on failure it raises ``AssertionError`` whose message starts with "✗" and says what is
+None; when the learner's code raises ``NotImplementedError`` (the exercise stub as shipped) it
+prints one line starting with "…" saying the exercise is not attempted yet and returns, so a
+notebook runs top to bottom; on failure it raises ``AssertionError`` whose message starts with "✗" and says what is
 wrong (so the notebook cell fails visibly). The text never contains raw float digits, only
 orders of magnitude, so it reads the same on every machine. Random inputs come from a fixed
 seed inside ``torch.random.fork_rng``: a check never changes the notebook's random state.
@@ -36,13 +38,29 @@ def checker(func: Callable) -> Callable:
             torch.manual_seed(0)
             try:
                 verdict = func(*args, **kwargs)
-            except Wrong as e:
+            except (Wrong, NotImplementedError) as e:
+                if _not_attempted(e):
+                    print(f"… {func.__name__}: not attempted yet. Write your version in the cell above "
+                          "(replace `raise NotImplementedError`), run it, then run this cell again. "
+                          "A solution is hidden below.")
+                    return
                 failure = e
         if failure is not None:  # chained to an error in the learner's code, if that was it
             raise AssertionError(f"✗ {func.__name__}: {failure}") from failure.__cause__
         print(f"✓ {func.__name__}: {verdict}")
 
     return wrapper
+
+
+def _not_attempted(error: BaseException | None) -> bool:
+    """True when the learner's code raised NotImplementedError: the exercise stub, not yet filled in."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, NotImplementedError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def call(fn: Callable, *args, what: str):
