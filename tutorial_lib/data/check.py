@@ -237,6 +237,42 @@ def _no_table_issue(check: _Checker, raw_values: set[int]) -> None:
               f"(name, colour, optional weight per class; see data/README.md) or pass --classes FILE.{found}")
 
 
+def _find(check: _Checker, splits: list[str | None] | None) -> list[SplitDirs]:
+    """The split folders to read; layout errors for requested splits that are not there."""
+    found = find_splits(check.root)
+    if splits is not None:
+        for name in [s for s in splits if s not in {d.name for d in found}]:
+            check.add("error", "layout", f"split {name!r} not found (splits found: "
+                      f"{', '.join(d.label for d in found) or 'none'}).")
+        return [d for d in found if d.name in splits]
+    if not found:
+        check.add("error", "layout",
+                  "no images/ + masks/ folders found. Expected DIR/train/images + DIR/train/masks "
+                  "(and DIR/val/...), or DIR/images + DIR/masks.")
+    return found
+
+
+def _read_all(check: _Checker, report: CheckReport, pairs: dict[str, list[tuple[Path, Path]]],
+              raw_values: set[int] | None, progress: bool) -> None:
+    """Read every pair once (one progress bar), filling the report's counts and the issues."""
+    table = report.table
+    total = sum(len(p) for p in pairs.values())
+    with tqdm(total=total, desc=f"checking {check.root.name}", unit="pair", disable=not progress) as bar:
+        for label, split_pairs in pairs.items():
+            report.splits[label] = len(split_pairs)
+            counts = np.zeros(table.num_classes if table else 0, np.int64)
+            for image_path, mask_path in split_pairs:
+                pair_counts = _check_pair(check, image_path, mask_path, table, raw_values)
+                if pair_counts is not None:
+                    counts += pair_counts
+                bar.update()
+            if table is not None:
+                report.pixel_counts[label] = counts
+                for i in np.flatnonzero(counts == 0):
+                    check.add("warning", "class-absent", f"class {i} {table.names[i]!r} never occurs in "
+                              f"split {label} ({len(split_pairs)} masks).")
+
+
 def check_dataset(
     root: str | os.PathLike,
     classes: ClassTable | str | os.PathLike | None = None,
@@ -257,48 +293,18 @@ def check_dataset(
     if not root.is_dir():
         check.add("error", "layout", f"data folder {root} does not exist.")
         return report
-    found = find_splits(root)
-    if splits is not None:
-        missing = [s for s in splits if s not in {d.name for d in found}]
-        for name in missing:
-            check.add("error", "layout", f"split {name!r} not found (splits found: "
-                      f"{', '.join(d.label for d in found) or 'none'}).")
-        found = [d for d in found if d.name in splits]
-    if not found and splits is None:
-        check.add("error", "layout",
-                  "no images/ + masks/ folders found. Expected DIR/train/images + DIR/train/masks "
-                  "(and DIR/val/...), or DIR/images + DIR/masks.")
+    found = _find(check, splits)
+    table_broken = False
     try:
         report.table = resolve_class_table(root, classes)
     except ClassTableError as err:
         check.add("error", "class-table", str(err))
-        report.table = None
         table_broken = True
-    else:
-        table_broken = False
-
     pairs = {d.label: _check_pairing(check, d, "") for d in found}
     raw_values: set[int] | None = None if table_broken else set()
-    total = sum(len(p) for p in pairs.values())
-    with tqdm(total=total, desc=f"checking {root.name}", unit="pair", disable=not progress) as bar:
-        for label, split_pairs in pairs.items():
-            report.splits[label] = len(split_pairs)
-            counts = np.zeros(report.table.num_classes if report.table else 0, np.int64)
-            for image_path, mask_path in split_pairs:
-                pair_counts = _check_pair(check, image_path, mask_path, report.table, raw_values)
-                if pair_counts is not None:
-                    counts += pair_counts
-                bar.update()
-            if report.table is not None:
-                report.pixel_counts[label] = counts
+    _read_all(check, report, pairs, raw_values, progress)
     if report.table is None and not table_broken and found:
         _no_table_issue(check, raw_values)
-    if report.table is not None:
-        for label, counts in report.pixel_counts.items():
-            for i in np.flatnonzero(counts == 0):
-                check.add("warning", "class-absent",
-                          f"class {i} {report.table.names[i]!r} never occurs in split {label} "
-                          f"({report.splits[label]} masks).")
     report.seconds = time.perf_counter() - start
     return report
 
