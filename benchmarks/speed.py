@@ -49,8 +49,10 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
+
+# the device and precision policy of training and evaluation (native bf16 detection, autocast)
+from tutorial_lib.runtime import autocast_context, cpu_flags, native_bf16, pick_device
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,7 +68,6 @@ GPU_PEAKS = {
     "A100": {"bf16": 312_000.0, "fp32": 19_500.0},
 }
 CPU_PEAK_FP32 = 220.0  # the project's 2 CPU cores (AVX-512 FMA)
-BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86, and Arm's "bf16" feature
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,15 +106,6 @@ _SWITCHES = {
 }
 
 
-def native_bf16(device: str) -> bool:
-    """Does ``device`` compute bf16 natively (so that autocast to bf16 is a speed-up)?"""
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return bool(cpu_flags() & BF16_FLAGS)
-
-
 def resolve_path(name: str, device: str) -> Settings:
     """``"fast+ckpt"`` -> Settings. Raises ValueError for an unknown base or switch."""
     base, *switches = name.split("+")
@@ -150,14 +142,6 @@ def configure(model, settings: Settings):
     return model.to(memory_format=fmt)
 
 
-def autocast_for(settings: Settings, device: str):
-    import torch
-
-    if settings.precision == "bf16":
-        return torch.autocast(device, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 # --------------------------------------------------------------------------------------------
 # machine
 # --------------------------------------------------------------------------------------------
@@ -166,14 +150,6 @@ def _cpuinfo() -> str:
         return Path("/proc/cpuinfo").read_text()
     except OSError:
         return ""
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (x86 "flags", or Arm "Features" where bf16 is "bf16")."""
-    for line in _cpuinfo().splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def machine_info() -> dict:
@@ -187,7 +163,7 @@ def machine_info() -> dict:
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_isa": torch.backends.cpu.get_cpu_capability(),
-        "cpu_native_bf16": bool(flags & BF16_FLAGS),
+        "cpu_native_bf16": native_bf16("cpu"),
         "cpu_bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16"}),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
@@ -240,7 +216,7 @@ def _make_step(model, x, s: Settings, mode: str, device: str, runner=None):
         model.eval()
 
         def infer():
-            with torch.inference_mode(), autocast_for(s, device):
+            with torch.inference_mode(), autocast_context(device, s.precision):
                 runner(x)
         return infer
 
@@ -251,7 +227,7 @@ def _make_step(model, x, s: Settings, mode: str, device: str, runner=None):
 
     def train():
         opt.zero_grad(set_to_none=True)
-        with autocast_for(s, device):
+        with autocast_context(device, s.precision):
             out = runner(x)
         if not grad:  # a fixed output gradient, made once (not a .sum(): see the README)
             grad.append(torch.randn_like(out))
@@ -437,9 +413,7 @@ def main(argv=None) -> list[dict]:
         print("RESULT " + json.dumps(measure(json.loads(args.worker))), flush=True)
         return []
 
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(args.device).type
     names = list(args.paths or (ABLATION + ("fast",) if args.ablation else ("reference", "fast")))
     if args.compile:
         names.append("fast+compile")

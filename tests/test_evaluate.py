@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-import tutorial_lib.train as train_module
+import tutorial_lib.evaluate as evaluate_module
 from tutorial_lib.data import CAMVID_CLASSES, MEAN, STD, VOID_LABEL, CamVid, camvid_dir
 from tutorial_lib.evaluate import (
     EvalTransform,
@@ -22,6 +22,7 @@ from tutorial_lib.evaluate import (
     main,
     metrics_report,
 )
+from tutorial_lib.transunet import get_config
 
 LABEL_HW = (10, 60)  # the label is never resized
 MODEL_HW = (16, 48)
@@ -52,7 +53,7 @@ class HalfAndHalf(nn.Module):
     def __init__(self):
         super().__init__()
         self.dummy = nn.Parameter(torch.zeros(()))
-        self.config = train_module.get_config("tiny", img_size=MODEL_HW)
+        self.config = get_config("tiny", img_size=MODEL_HW)
         self.seen_sizes = []
 
     def forward(self, x):
@@ -76,7 +77,7 @@ def fake_checkpoint(monkeypatch, tmp_path):
     """evaluate_checkpoint with a model whose predictions we know."""
     model = HalfAndHalf()
     meta = {"class_names": list(CAMVID_CLASSES), "mean": list(MEAN), "std": list(STD), "epoch": 3}
-    monkeypatch.setattr(train_module, "load_checkpoint", lambda path, device="cpu": (model, meta))
+    monkeypatch.setattr(evaluate_module, "load_checkpoint", lambda path, device="cpu": (model, meta))
     path = tmp_path / "fake.pt"
     path.write_bytes(b"")
     return path, model

@@ -173,5 +173,14 @@ def test_benchmark_paths_set_the_switches_they_name():
     assert model.head[0].weight.is_contiguous(memory_format=CL)
 
 
+def test_benchmark_precision_follows_the_runtime_policy():
+    """The benchmark's fast path and training/evaluation choose bf16 by the same rule."""
+    from tutorial_lib import runtime
+
+    expected = "bf16" if runtime.resolve_precision("auto", "cpu") == "bf16" else "fp32"
+    assert resolve_path("fast", "cpu").precision == expected
+    assert resolve_path("fast+fp32", "cpu").precision == "fp32"
+
+
 def test_benchmark_flop_count_matches_the_spec():
     assert round(forward_flops("R50-ViT-B_16", (224, 224)) / 1e9, 2) == 58.45

@@ -1,4 +1,4 @@
-"""Metrics against confusion matrices worked out by hand."""
+"""Metrics against confusion matrices worked out by hand, and against torchmetrics on random data."""
 
 import math
 
@@ -120,3 +120,62 @@ def test_segmentation_metrics_accepts_logits_and_labels():
 
     metrics.reset()
     assert metrics.cm.sum() == 0
+
+
+# --- against torchmetrics (an independent implementation) --------------------------------
+
+def random_segmentation(seed: int, num_classes: int, absent: tuple[int, ...] = (), shape=(4, 23, 31)):
+    """Random (pred, target) label maps with ~15% ignored pixels; classes in ``absent`` occur in neither."""
+    g = torch.Generator().manual_seed(seed)
+    present = torch.tensor([c for c in range(num_classes) if c not in absent])
+    target = present[torch.randint(len(present), shape, generator=g)]
+    # a prediction that is right about half the time, so the IoUs spread over (0, 1)
+    noise = present[torch.randint(len(present), shape, generator=g)]
+    pred = torch.where(torch.rand(shape, generator=g) < 0.5, target, noise)
+    target[torch.rand(shape, generator=g) < 0.15] = IGNORE_INDEX
+    return pred, target
+
+
+@pytest.mark.parametrize("seed, num_classes, absent", [(0, 11, ()), (1, 5, ()), (2, 11, (3, 7)), (3, 2, ())])
+def test_metrics_match_torchmetrics(seed, num_classes, absent):
+    from torchmetrics.classification import (
+        MulticlassAccuracy,
+        MulticlassConfusionMatrix,
+        MulticlassF1Score,
+        MulticlassJaccardIndex,
+    )
+
+    pred, target = random_segmentation(seed, num_classes, absent)
+    kw = dict(num_classes=num_classes, ignore_index=IGNORE_INDEX)
+    cm = confusion_matrix(pred, target, num_classes)
+    assert torch.equal(cm, MulticlassConfusionMatrix(**kw)(pred, target))
+
+    iou, dice = iou_per_class(cm), dice_per_class(cm)
+    absent_mask = torch.zeros(num_classes, dtype=torch.bool)
+    absent_mask[list(absent)] = True
+    assert torch.equal(torch.isnan(iou), absent_mask) and torch.equal(torch.isnan(dice), absent_mask)
+    # torchmetrics gives an absent class 0 (its zero_division), we give nan: compare the others
+    ref_iou = MulticlassJaccardIndex(average=None, **kw)(pred, target).double()
+    ref_dice = MulticlassF1Score(average=None, **kw)(pred, target).double()
+    torch.testing.assert_close(iou[~absent_mask], ref_iou[~absent_mask], atol=1e-6, rtol=0)
+    torch.testing.assert_close(dice[~absent_mask], ref_dice[~absent_mask], atol=1e-6, rtol=0)
+    # torchmetrics' macro average also leaves out classes absent from both prediction and target
+    assert mean_iou(cm) == pytest.approx(MulticlassJaccardIndex(average="macro", **kw)(pred, target).item(), abs=1e-6)
+    assert mean_dice(cm) == pytest.approx(MulticlassF1Score(average="macro", **kw)(pred, target).item(), abs=1e-6)
+    assert pixel_accuracy(cm) == pytest.approx(MulticlassAccuracy(average="micro", **kw)(pred, target).item(),
+                                               abs=1e-6)
+    assert 0.2 < mean_iou(cm) < 0.9  # not a degenerate case
+
+
+def test_accumulated_metrics_match_torchmetrics_over_batches():
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    metrics = SegmentationMetrics(num_classes=6)
+    reference = MulticlassJaccardIndex(num_classes=6, average=None, ignore_index=IGNORE_INDEX)
+    for seed in range(4):
+        pred, target = random_segmentation(10 + seed, 6)
+        metrics.update(pred, target)
+        reference.update(pred, target)
+    torch.testing.assert_close(torch.tensor(metrics.compute()["per_class_iou"], dtype=torch.float64),
+                               reference.compute().double(),
+                               atol=1e-6, rtol=0)

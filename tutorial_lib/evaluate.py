@@ -4,7 +4,8 @@ Protocol (the usual one for CamVid; labels are never resized):
 
 1. the image (360x480 for CamVid) is resized to the model's input size (``config.img_size``,
    a multiple of 16; area averaging when shrinking, bilinear when enlarging) and
-   normalised with the ImageNet mean/std;
+   normalised with the ImageNet mean/std: ``EvalTransform`` of ``tutorial_lib.data``, the
+   package's one evaluation pre-processing;
 2. the logits are resized back to the label's size with bilinear interpolation;
 3. the prediction is the argmax there, compared with the full-resolution label;
 4. one confusion matrix is accumulated over the whole split; void pixels
@@ -30,58 +31,26 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import (
-    CAMVID_CLASSES,
-    IGNORE_INDEX,
-    MEAN,
-    NUM_CLASSES,
-    STD,
-    CamVid,
-    CamVidNotFoundError,
-    camvid_dir,
-)
+from .checkpoint import load_checkpoint
+from .constants import IGNORE_INDEX
+from .data import CAMVID_CLASSES, MEAN, NUM_CLASSES, STD, CamVid, CamVidNotFoundError, EvalTransform, camvid_dir
 from .metrics import SegmentationMetrics
+from .runtime import PRECISIONS, autocast_context, move_batch, pick_device, prepare_model, resolve_precision
+
+__all__ = [
+    "SPLITS", "EvalTransform", "autocast_context", "available_splits", "camvid_split", "evaluate_checkpoint",
+    "evaluate_model", "format_table", "json_float", "main", "metrics_report", "predict_logits", "resolve_data_dir",
+]
 
 SPLITS = ("train", "val", "test")
-
-
-class EvalTransform:
-    """Evaluation pre-processing in the ``transform(image=, mask=) -> dict`` protocol of ``CamVid``.
-
-    The uint8 image (H, W, 3) is resized to ``size`` = (h, w) (``None``: kept) and
-    normalised with ``mean``/``std`` -> float tensor (3, h, w). The label is returned
-    unchanged, at full resolution, as a uint8 tensor (H, W).
-    """
-
-    def __init__(self, size: Sequence[int] | None, mean: Sequence[float] = MEAN, std: Sequence[float] = STD):
-        self.size = None if size is None else (int(size[0]), int(size[1]))
-        self.mean = np.asarray(mean, dtype=np.float32) * 255.0
-        self.std = np.asarray(std, dtype=np.float32) * 255.0
-
-    def __call__(self, image: np.ndarray, mask: np.ndarray) -> dict:
-        if self.size is not None and image.shape[:2] != self.size:
-            h, w = self.size
-            shrinking = h * w < image.shape[0] * image.shape[1]
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-        image = (image.astype(np.float32) - self.mean) / self.std
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
-        }
-
-    def __repr__(self) -> str:
-        return f"EvalTransform(size={self.size})"
 
 
 def available_splits(root: str | os.PathLike) -> list[str]:
@@ -141,14 +110,6 @@ def camvid_split(
     return CamVid(root, split, transform=transform, cache=cache, max_images=max_images, progress=progress)
 
 
-def autocast_context(device: torch.device, precision: str):
-    """``torch.autocast`` for "bf16"/"fp16", a no-op context for "fp32"."""
-    if precision == "fp32":
-        return nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device.type, dtype=dtype)
-
-
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, out_size: Sequence[int] | None = None) -> torch.Tensor:
     """Logits (B, C, H, W) in float32, bilinearly resized to ``out_size`` (the label's size) if given."""
@@ -187,10 +148,7 @@ def evaluate_model(
         total = len(batches) if hasattr(batches, "__len__") else None
         for images, labels in tqdm(batches, desc=desc, total=total, disable=not progress, leave=False,
                                    dynamic_ncols=True, mininterval=1.0):
-            images = images.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(device, non_blocking=True)
+            images, labels = move_batch(images, labels, device, channels_last)
             with autocast_context(device, precision):
                 logits = predict_logits(model, images, labels.shape[-2:])
             pred = logits.argmax(dim=1)
@@ -202,13 +160,18 @@ def evaluate_model(
     return metrics
 
 
+def json_float(x) -> float | None:
+    """A float for JSON: nan, inf and None become None (strict JSON has no NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def metrics_report(metrics: SegmentationMetrics | dict, class_names: Sequence[str] = CAMVID_CLASSES) -> dict:
     """JSON-ready metrics: per-class values keyed by class name, nan -> None."""
     raw = metrics.compute() if isinstance(metrics, SegmentationMetrics) else metrics
-
-    def clean(x):
-        return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
+    clean = json_float
     return {
         "miou": clean(raw["miou"]),
         "per_class_iou": {n: clean(v) for n, v in zip(class_names, raw["per_class_iou"])},
@@ -255,14 +218,12 @@ def evaluate_checkpoint(
     plus ``split``, ``num_images``, ``img_size``, ``checkpoint``, ``precision``,
     ``seconds`` and ``img_per_s``.
     """
-    from .train import load_checkpoint, pick_device, resolve_precision
-
     device = pick_device(device)
     precision = resolve_precision(precision, device)
     model, meta = load_checkpoint(checkpoint, device=device)
     if img_size is not None and tuple(img_size) != tuple(model.config.img_size):
         model.resize_pos_embed(tuple(int(s) for s in img_size))
-    model = model.to(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
+    model = prepare_model(model, device, channels_last=True)  # NHWC: faster convolutions on CPU and GPU
     size = tuple(model.config.img_size)
     dataset = camvid_split(
         data, split, transform=EvalTransform(size, meta.get("mean", MEAN), meta.get("std", STD)),
@@ -301,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model input size (multiple of 16); default: the size it was trained at")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images of the split")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object (the last line)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

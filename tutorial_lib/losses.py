@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import IGNORE_INDEX
+from .constants import IGNORE_INDEX
 
 DICE_EPS = 1e-5
 

@@ -9,13 +9,16 @@ columns = prediction). For class c::
 
 A class absent from both prediction and target has 0 / 0: its IoU and Dice are nan and
 it is left out of the means (it was neither found nor missed).
+
+This is the one place where the library computes IoU, Dice and accuracy: evaluation,
+training's validation and the plots all count through ``confusion_matrix``.
 """
 
 from __future__ import annotations
 
 import torch
 
-IGNORE_INDEX = 255  # same value as tutorial_lib.data.IGNORE_INDEX (void pixels)
+from .constants import IGNORE_INDEX
 
 
 def confusion_matrix(

@@ -1,135 +1,25 @@
 """The training engine (tutorial_lib.train) on a tiny synthetic CamVid folder and a tiny model."""
 
+import errno
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from train_helpers import MODEL_HW, small_config, state_dicts_close
 
+import tutorial_lib.checkpoint as checkpoint_module
 import tutorial_lib.train as train_module
+from tutorial_lib.data import CAMVID_CLASSES, MEAN, STD
 from tutorial_lib.evaluate import evaluate_checkpoint
-from tutorial_lib.data import CAMVID_CLASSES, MEAN, STD, VOID_LABEL
 from tutorial_lib.train import (
-    TrainConfig,
+    CheckpointSaveError,
     TrainingDivergedError,
-    cpu_supports_bf16,
     export_checkpoint,
     load_checkpoint,
-    lr_factor,
-    main,
     read_checkpoint,
-    resolve_precision,
     train,
 )
-
-IMAGE_HW = (40, 60)  # not the model size: evaluation has to resize
-MODEL_HW = (32, 48)
-SMALL = dict(  # a small TransUNet (GroupNorm needs multiples of 32): seconds per test
-    resnet_layers=(1, 1, 1), resnet_width=32, resnet_planes=(32, 32, 32), hidden_size=32, num_layers=1,
-    num_heads=2, head_dim=16, mlp_dim=64, decoder_head_channels=16, decoder_channels=(16, 8, 8, 8),
-)
-
-
-def make_camvid(root: Path, splits=(("train", 6), ("val", 3)), seed: int = 0) -> Path:
-    """SegNet layout: split/ + splitannot/ PNG pairs; labels 0..10 and 11 = void, colours follow labels."""
-    rng = np.random.default_rng(seed)
-    palette = rng.integers(0, 256, (12, 3), dtype=np.uint8)
-    for split, n in splits:
-        (root / split).mkdir(parents=True)
-        (root / f"{split}annot").mkdir()
-        for i in range(n):
-            label = np.zeros(IMAGE_HW, np.uint8)
-            for c in range(0, 11):  # vertical stripes of random widths, shifted per image
-                label[:, (c * 6 + i) % IMAGE_HW[1]:] = c
-            label[: rng.integers(1, 5)] = VOID_LABEL
-            image = palette[label] // 2 + rng.integers(0, 128, (*IMAGE_HW, 3), dtype=np.uint8)
-            Image.fromarray(image).save(root / split / f"f{i:03d}.png")
-            Image.fromarray(label).save(root / f"{split}annot" / f"f{i:03d}.png")
-    return root
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from 2 threads, and on a shared, busy CPU they lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def camvid(tmp_path_factory):
-    return make_camvid(tmp_path_factory.mktemp("camvid"))
-
-
-def small_config(data, out, **kw) -> TrainConfig:
-    base = dict(config="tiny", img_size=MODEL_HW, model_overrides=SMALL, data=str(data), out=str(out),
-                epochs=2, batch_size=2, progress=False, precision="fp32", warmup_epochs=0.5)
-    return TrainConfig(**{**base, **kw})
-
-
-def state_dicts_close(a: dict, b: dict, atol: float) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].numel())
-
-
-# --- precision and schedule ------------------------------------------------------------
-
-ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
-SAPPHIRE = "processor\t: 0\nflags\t\t: fpu avx512f amx_bf16 amx_tile amx_int8\n"
-NO_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\nbugs\t\t: spectre_v1\n"
-ARM = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 bf16\n"
-
-
-@pytest.mark.parametrize(
-    "text, expected", [(ZEN4, True), (SAPPHIRE, True), (NO_BF16, False), (ARM, False), ("", False)]
-)
-def test_cpu_bf16_detection_from_cpuinfo(text, expected):
-    assert cpu_supports_bf16(text) is expected
-
-
-def test_precision_auto_follows_the_hardware():
-    cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu, ZEN4) == "bf16"
-    assert resolve_precision("auto", cpu, NO_BF16) == "fp32"
-    assert resolve_precision("fp32", cpu, ZEN4) == "fp32"
-    with pytest.warns(UserWarning, match="emulated"):
-        assert resolve_precision("bf16", cpu, NO_BF16) == "bf16"
-    with pytest.raises(ValueError, match="precision"):
-        resolve_precision("fp8", cpu)
-
-
-def test_lr_factor_warmup_then_poly_or_cosine():
-    assert lr_factor(0, 100, 10, "poly") == pytest.approx(0.1)
-    assert lr_factor(9, 100, 10, "poly") == pytest.approx(1.0)
-    assert lr_factor(10, 100, 10, "poly") == pytest.approx(1.0)
-    assert lr_factor(55, 100, 10, "poly") == pytest.approx(0.5**0.9)
-    assert lr_factor(100, 100, 10, "poly") == pytest.approx(0.0)
-    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
-    assert lr_factor(99, 100, 10, "constant") == 1.0
-    assert lr_factor(0, 10, 0, "poly") == 1.0
-
-
-def test_lr_factor_follows_a_time_budget_when_it_runs_out_first():
-    assert lr_factor(20, 100, 10, "poly", progress=0.5) == pytest.approx(0.5**0.9)
-    assert lr_factor(20, 100, 10, "poly", progress=0.0) == pytest.approx((1 - 10 / 90) ** 0.9)
-    assert lr_factor(20, 100, 10, "cosine", progress=2.0) == pytest.approx(0.0)
-    assert lr_factor(5, 100, 10, "poly", progress=0.9) == pytest.approx(0.6)  # warmup is by steps
-
-
-def test_config_validation():
-    with pytest.raises(ValueError, match="unknown config"):
-        TrainConfig(config="huge")
-    with pytest.raises(ValueError, match="class_weights"):
-        TrainConfig(class_weights="inverse")
-    assert TrainConfig(optimizer="sgd").base_lr == 0.01
-    assert TrainConfig().model_config().num_classes == len(CAMVID_CLASSES)
-    assert TrainConfig(img_size=[64, 96]).model_config().img_size == (64, 96)
 
 
 # --- a whole run --------------------------------------------------------------------------
@@ -295,47 +185,45 @@ def test_export_is_small_and_loads_as_float32(camvid, tmp_path):
     torch.testing.assert_close(model(x), result.model(x), atol=2e-2, rtol=2e-2)
 
 
-def test_cli_trains_and_reports_errors(camvid, tmp_path, capsys):
-    out = tmp_path / "cli"
-    args = ["--config", "tiny", "--img-size", "32", "48", "--data", str(camvid), "--epochs", "1",
-            "--batch-size", "3", "--max-images", "3", "--max-val-images", "2", "--out", str(out),
-            "--no-progress", "--precision", "fp32", "--seed", "1", "--cache"]
-    assert main(args) == 0
-    assert "best val mIoU" in capsys.readouterr().out
+
+
+def test_out_under_a_regular_file_is_refused_before_anything_is_done(camvid, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder") as info:
+        train(small_config(camvid, blocker / "deeper" / "run"))
+    assert str(blocker) in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(camvid, tmp_path, monkeypatch):
+    """A full disk while writing epoch 2's last.pt: a clear error, epoch 1's checkpoint intact."""
+    out = tmp_path / "run"
+    saved = {}
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if obj["epoch"] == 2:  # last.pt is written first
+            f.write(b"half a checkpoint")  # some bytes reach the disk, then it is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    def remember_epoch_1(event):
+        if event["event"] == "epoch" and event["epoch"] == 1:
+            saved["last"] = (out / "last.pt").read_bytes()
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    with pytest.raises(CheckpointSaveError) as info:
+        train(small_config(camvid, out, epochs=3), callback=remember_epoch_1)
+    message = str(info.value)
+    assert str(out / "last.pt") in message and "No space left on device" in message
+    assert "previous last.pt is unchanged" in message and "--resume" in message
+    assert info.value.errno == errno.ENOSPC
+    assert (out / "last.pt").read_bytes() == saved["last"]  # byte for byte
+    assert read_checkpoint(out / "last.pt")["epoch"] == 1
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))  # nothing half-written left
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
-    ckpt = read_checkpoint(out / "last.pt")
-    assert ckpt["train_config"]["max_images"] == 3 and ckpt["train_config"]["seed"] == 1
 
-    # --resume takes the stored settings; options given now (--epochs) override them
-    assert main(["--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
-    ckpt = read_checkpoint(out / "last.pt")
-    assert ckpt["epoch"] == 2 and ckpt["model_config"]["img_size"] == MODEL_HW
-    assert ckpt["train_config"]["max_images"] == 3 and ckpt["train_config"]["epochs"] == 2
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
-    capsys.readouterr()
-
-    assert main(args) == 2  # already holds a run
-    assert "--resume" in capsys.readouterr().err
-    assert main(args[:5] + ["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    assert main(["--export", str(out / "last.pt"), str(tmp_path / "e.pt")]) == 0
-    assert load_checkpoint(tmp_path / "e.pt")[1]["epoch"] == 2
-
-
-@pytest.mark.slow
-def test_torchrun_two_cpu_processes(camvid, tmp_path):
-    out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tutorial_lib.train", "--config", "tiny", "--img-size", "32", "48", "--data", str(camvid),
-           "--epochs", "1", "--batch-size", "2", "--out", str(out), "--precision", "fp32"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "2 process(es)" in proc.stderr + proc.stdout
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 1
-    record = json.loads(lines[0])
-    assert record["epoch"] == 1 and record["val_miou"] is not None
-    model, meta = load_checkpoint(out / "last.pt")
-    assert meta["world_size"] == 2 and meta["global_step"] == 1  # 3 images per process, batch 2, drop_last
-    assert model(torch.randn(1, 3, *MODEL_HW)).shape == (1, len(CAMVID_CLASSES), *MODEL_HW)
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)  # space again: resume finishes the run
+    resumed = train(small_config(camvid, out, epochs=3, resume=True))
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
