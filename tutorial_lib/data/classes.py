@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..constants import IGNORE_INDEX  # 255: what void becomes in every label we return
+
 Color = tuple[int, int, int]
 
 # --- the SegNet 11-class labeling -------------------------------------------------------
@@ -46,7 +48,6 @@ CAMVID_COLORS: tuple[Color, ...] = (
 VOID_COLOR: Color = (0, 0, 0)
 
 VOID_LABEL = 11       # value of "Unlabelled" in the SegNet label PNGs
-IGNORE_INDEX = 255    # what void becomes in every label we return
 
 #: Median-frequency-balancing weights published with SegNet (class order as above).
 SEGNET_CLASS_WEIGHTS: tuple[float, ...] = (
