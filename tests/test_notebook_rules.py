@@ -63,3 +63,10 @@ def test_no_raw_float_differences_are_printed(path):
             if pattern.search(text):
                 bad.append(f"code cell {i}: {pattern.search(text).group(0)!r}")
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_stay_small_and_carry_no_widget_state(path):
+    """Well under 2 MB each; executed widget state (hundreds of kB, useless without a kernel) is not stored."""
+    assert path.stat().st_size < 1.5 * 2**20, f"{path.name} is {path.stat().st_size / 2**20:.2f} MB"
+    assert "widgets" not in json.loads(path.read_text())["metadata"]
