@@ -1,4 +1,5 @@
-"""Evaluate a segmentation model on CamVid: mIoU, per-class IoU, pixel accuracy, mean Dice.
+"""Evaluate a segmentation model on CamVid or a folder data set: mIoU, per-class IoU, pixel
+accuracy, mean Dice.
 
 Protocol (the usual one for CamVid; labels are never resized):
 
@@ -17,6 +18,12 @@ Command line::
 
     python -m tutorial_lib.evaluate --checkpoint checkpoints/camvid_tiny.pt --split val
     python -m tutorial_lib.evaluate --checkpoint runs/x/best.pt --split val --json
+    python -m tutorial_lib.evaluate --checkpoint runs/mine/best.pt --data DIR --classes DIR/classes.json
+
+``--data DIR`` is CamVid (found by its layout) or a folder data set (``DIR/<split>/images`` +
+``masks``, class table ``--classes FILE`` or ``DIR/classes.json``; ``tutorial_lib.data.folder``).
+(``available_splits``, ``camvid_split`` and ``resolve_data_dir`` live in ``tutorial_lib.data``;
+they are importable from here too.)
 
 With ``--json`` the last line printed is a JSON object with ``miou`` (a fraction, 0..1),
 ``per_class_iou`` (class name -> IoU), ``pixel_accuracy``, ``mean_dice``, ``per_class_dice``.
@@ -41,7 +48,19 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint
 from .constants import IGNORE_INDEX
-from .data import CAMVID_CLASSES, MEAN, NUM_CLASSES, STD, CamVid, CamVidNotFoundError, EvalTransform, camvid_dir
+from .data import (
+    CAMVID_CLASSES,
+    MEAN,
+    NUM_CLASSES,
+    SPLITS,
+    STD,
+    EvalTransform,
+    available_splits,
+    camvid_split,
+    data_class_table,
+    open_split,
+    resolve_data_dir,
+)
 from .metrics import SegmentationMetrics
 from .runtime import PRECISIONS, autocast_context, move_batch, pick_device, prepare_model, resolve_precision
 
@@ -49,66 +68,6 @@ __all__ = [
     "SPLITS", "EvalTransform", "autocast_context", "available_splits", "camvid_split", "evaluate_checkpoint",
     "evaluate_model", "format_table", "json_float", "main", "metrics_report", "predict_logits", "resolve_data_dir",
 ]
-
-SPLITS = ("train", "val", "test")
-
-
-def available_splits(root: str | os.PathLike) -> list[str]:
-    """The splits present under a CamVid folder (image folder + label folder or list file)."""
-    root = Path(root)
-    return [
-        s for s in SPLITS
-        if (root / s).is_dir() and ((root / f"{s}annot").is_dir() or (root / f"{s}.txt").is_file())
-    ]
-
-
-def resolve_data_dir(data: str | os.PathLike | None) -> Path:
-    """``data`` or ``camvid_dir()``, checked to be a folder; a clear error otherwise."""
-    root = data if data is not None else camvid_dir()
-    if root is None:
-        raise CamVidNotFoundError(
-            "No CamVid folder: pass --data DIR (a folder with train/, trainannot/, val/, valannot/) "
-            "or set CAMVID_DIR. Download it with `python -m tutorial_lib.data.download camvid DEST`."
-        )
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise CamVidNotFoundError(
-            f"CamVid folder {root} does not exist. Pass --data DIR (a folder with train/, trainannot/, "
-            "val/, valannot/) or set CAMVID_DIR; download with `python -m tutorial_lib.data.download camvid DEST`."
-        )
-    return root
-
-
-def camvid_split(
-    data: str | os.PathLike | None,
-    split: str,
-    transform=None,
-    cache: bool = False,
-    max_images: int | None = None,
-    progress: bool = True,
-) -> CamVid:
-    """``CamVid(data, split, ...)`` with a specific message when the split is not there.
-
-    The copy of CamVid shared with this project holds out the test split (train and val
-    only); a user who downloads the full data set has ``test/`` + ``testannot/`` too.
-    """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-    root = resolve_data_dir(data)
-    present = available_splits(root)
-    if split not in present:
-        hint = (
-            " The shared copy of CamVid holds out the test split (it has train and val only): "
-            "evaluate on --split val, or download the full data set with "
-            "`python -m tutorial_lib.data.download camvid DEST` and pass --data DEST."
-            if split == "test" else ""
-        )
-        raise CamVidNotFoundError(
-            f"Split {split!r} not found in {root}: expected {split}/ and {split}annot/ "
-            f"(splits present: {', '.join(present) or 'none'}).{hint}"
-        )
-    return CamVid(root, split, transform=transform, cache=cache, max_images=max_images, progress=progress)
-
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, out_size: Sequence[int] | None = None) -> torch.Tensor:
@@ -123,7 +82,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, out_size: Sequence[in
 def evaluate_model(
     model: nn.Module,
     batches: Iterable,
-    num_classes: int = NUM_CLASSES,
+    num_classes: int | None = None,
     device: torch.device | str | None = None,
     precision: str = "fp32",
     progress: bool = False,
@@ -138,8 +97,11 @@ def evaluate_model(
     ``SegmentationMetrics`` (its ``.cm`` is the confusion matrix; ``.compute()`` the metrics).
     With a list as ``predictions``, each image's prediction (H, W) uint8 numpy array at the
     label's size is appended to it, in order. ``channels_last``: feed the images as NHWC
-    (faster convolutions on CPU and GPU; same results up to float rounding).
+    (faster convolutions on CPU and GPU; same results up to float rounding). ``num_classes``
+    None: the model's (``model.config.num_classes``), else CamVid's 11.
     """
+    if num_classes is None:
+        num_classes = getattr(getattr(model, "config", None), "num_classes", NUM_CLASSES)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -210,8 +172,10 @@ def evaluate_checkpoint(
     precision: str = "auto",
     device: str | torch.device | None = None,
     progress: bool = True,
+    classes: str | os.PathLike | None = None,
 ) -> dict:
-    """Evaluate a checkpoint written by ``tutorial_lib.train`` on a CamVid split.
+    """Evaluate a checkpoint written by ``tutorial_lib.train`` on a split of CamVid or of a
+    folder data set (``data``; ``classes``: its class table file, default ``DIR/classes.json``).
 
     ``img_size`` = (H, W) overrides the model's input size (position embeddings are
     resized); by default the size it was trained at is used. Returns ``metrics_report``
@@ -225,10 +189,9 @@ def evaluate_checkpoint(
         model.resize_pos_embed(tuple(int(s) for s in img_size))
     model = prepare_model(model, device, channels_last=True)  # NHWC: faster convolutions on CPU and GPU
     size = tuple(model.config.img_size)
-    dataset = camvid_split(
-        data, split, transform=EvalTransform(size, meta.get("mean", MEAN), meta.get("std", STD)),
-        max_images=max_images,
-    )
+    _check_class_count(data_class_table(data, classes), meta, model.config.num_classes)
+    dataset = open_split(data, split, classes, transform=EvalTransform(size, meta.get("mean", MEAN), meta.get("std", STD)),
+                         max_images=max_images, progress=False)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda")
     start = time.perf_counter()
@@ -238,6 +201,7 @@ def evaluate_checkpoint(
     report = metrics_report(metrics, meta["class_names"])
     report.update(
         split=split,
+        data=str(resolve_data_dir(data)),
         num_images=len(dataset),
         img_size=list(size),
         checkpoint=str(checkpoint),
@@ -248,15 +212,31 @@ def evaluate_checkpoint(
     return report
 
 
+def _check_class_count(table, meta: dict, num_classes: int) -> None:
+    """A ValueError when the data's class table and the checkpoint's classes differ in number."""
+    if table.num_classes != num_classes:
+        names = ", ".join(meta["class_names"][:6]) + (", ..." if num_classes > 6 else "")
+        raise ValueError(
+            f"The checkpoint predicts {num_classes} classes ({names}) but the class table of the data "
+            f"({table.source}) has {table.num_classes}. Evaluate on the data it was trained on, with "
+            "--classes FILE of that run."
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tutorial_lib.evaluate",
-        description="Evaluate a tutorial_lib.train checkpoint on CamVid (full-resolution labels, void ignored).",
+        description="Evaluate a tutorial_lib.train checkpoint on CamVid or a folder data set "
+                    "(full-resolution labels, void ignored).",
     )
     p.add_argument("--checkpoint", required=True,
                    help="a .pt file written by tutorial_lib.train (last.pt, best.pt or an export)")
-    p.add_argument("--data", default=None, help="CamVid folder (default: tutorial_lib.data.camvid_dir())")
-    p.add_argument("--split", default="val", choices=SPLITS)
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="CamVid (found by its layout) or a folder data set: DIR/<split>/images + masks "
+                        "(default: tutorial_lib.data.camvid_dir())")
+    p.add_argument("--classes", default=None, metavar="FILE",
+                   help="class table of a folder data set (.json or .csv; default: DIR/classes.json or .csv)")
+    p.add_argument("--split", default="val", help=f"split to evaluate ({', '.join(SPLITS)}, or a folder's own)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--img-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="model input size (multiple of 16); default: the size it was trained at")
@@ -274,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = evaluate_checkpoint(
             args.checkpoint, args.data, args.split, args.batch_size, args.img_size, args.workers,
-            args.max_images, args.precision, args.device, progress=not args.no_progress,
+            args.max_images, args.precision, args.device, progress=not args.no_progress, classes=args.classes,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -282,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{report['checkpoint']} on CamVid {report['split']} ({report['num_images']} images, "
+        print(f"{report['checkpoint']} on {report['data']} {report['split']} ({report['num_images']} images, "
               f"model input {report['img_size'][0]}x{report['img_size'][1]}, labels at full resolution, "
               f"{report['precision']}, {report['img_per_s']} img/s)")
         print(format_table(report))

@@ -5,7 +5,19 @@ Layering: nothing here imports model, training or plotting code. albumentations 
 are imported only when an augmentation or a resize first needs them.
 """
 
-from .camvid import CamVid, CamVidDataError, CamVidNotFoundError, camvid_dir
+from .camvid import (
+    SPLITS,
+    CamVid,
+    CamVidDataError,
+    CamVidNotFoundError,
+    available_splits,
+    camvid_dir,
+    camvid_split,
+    data_class_table,
+    is_camvid_layout,
+    open_split,
+    resolve_data_dir,
+)
 from .class_table import CAMVID32_TABLE, CAMVID_TABLE, ClassTable, ClassTableError, load_class_table
 from .classes import (
     CAMVID32_COLOR_TO_INDEX,
@@ -59,6 +71,7 @@ __all__ = [
     "MEAN",
     "NUM_CLASSES",
     "SEGNET_CLASS_WEIGHTS",
+    "SPLITS",
     "STD",
     "VOID_LABEL",
     "CamVid",
@@ -73,19 +86,25 @@ __all__ = [
     "EvalTransform",
     "Issue",
     "SegmentationFolder",
+    "available_splits",
     "camvid_dir",
+    "camvid_split",
     "check_dataset",
     "class_frequencies",
     "colorize",
+    "data_class_table",
     "denormalize",
     "eval_transform",
     "find_splits",
     "image_to_rgb",
+    "is_camvid_layout",
     "load_class_table",
     "make_synthetic_camvid",
     "median_frequency_weights",
+    "open_split",
     "red_channel_label",
     "resolve_class_table",
+    "resolve_data_dir",
     "rgb_to_index",
     "street_image",
     "street_label",

@@ -31,6 +31,10 @@ Every label this module returns has void = ``IGNORE_INDEX`` (255).
 ``CamVid`` is a ``SegmentationFolder`` (``folder.py``) with CamVid's class table
 (``CAMVID_TABLE`` or ``CAMVID32_TABLE``) and these layouts: decoding, checks, resizing,
 caching and transforms are the folder data set's.
+
+The data folder of a training or evaluation run (``--data DIR --classes FILE``) is opened by
+``open_split``: CamVid when the folder has CamVid's layout and no class table of its own,
+else a ``SegmentationFolder`` with the table from ``data_class_table``.
 """
 
 from __future__ import annotations
@@ -39,8 +43,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .class_table import CAMVID32_TABLE, CAMVID_TABLE
-from .folder import DatasetError, DatasetNotFoundError, SegmentationFolder
+from .class_table import CAMVID32_TABLE, CAMVID_TABLE, ClassTable, load_class_table
+from .folder import (
+    CHECK_HINT,
+    DatasetError,
+    DatasetNotFoundError,
+    SegmentationFolder,
+    find_class_table,
+    find_splits,
+    resolve_class_table,
+)
 
 DOWNLOAD_HINT = "python -m tutorial_lib.data.download camvid DEST"
 
@@ -176,3 +188,116 @@ class CamVid(SegmentationFolder):
             f"CamVid(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "
             f"label_format={self.label_format!r}, resize={self.resize}, cached={self._cache is not None})"
         )
+
+
+# --------------------------------------------------------------------------------------
+# the data folder a run names: CamVid (found by its SegNet layout) or any folder data set
+
+SPLITS = ("train", "val", "test")
+_FOLDER_HINT = ("a folder data set (DIR/train/images + DIR/train/masks, DIR/val/..., and "
+                "DIR/classes.json) or CamVid (train/, trainannot/, val/, valannot/)")
+
+
+def resolve_data_dir(data: str | os.PathLike | None) -> Path:
+    """``data`` or ``camvid_dir()``, checked to be a folder; a clear error otherwise."""
+    root = data if data is not None else camvid_dir()
+    if root is None:
+        raise CamVidNotFoundError(
+            f"No data folder: pass --data DIR ({_FOLDER_HINT}) or set CAMVID_DIR. "
+            f"Download CamVid with `{DOWNLOAD_HINT}`."
+        )
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise CamVidNotFoundError(
+            f"Data folder {root} does not exist. Pass --data DIR ({_FOLDER_HINT}) or set CAMVID_DIR; "
+            f"download CamVid with `{DOWNLOAD_HINT}`."
+        )
+    return root
+
+
+def available_splits(root: str | os.PathLike) -> list[str]:
+    """The named splits under a data folder: ``DIR/<split>/{images,masks}``, CamVid's
+    ``<split>/`` + ``<split>annot/``, or CamVid's ``<split>/`` + ``<split>.txt`` list file."""
+    root = Path(root)
+    found = [s.name for s in find_splits(root) if s.name is not None]
+    listed = [s for s in SPLITS if s not in found and (root / s).is_dir() and (root / f"{s}.txt").is_file()]
+    return found + listed
+
+
+def is_camvid_layout(root: str | os.PathLike, classes=None) -> bool:
+    """True for a folder that ``CamVid`` reads: SegNet layout, no class table of its own."""
+    root = Path(root)
+    if classes is not None or find_class_table(root) is not None:
+        return False
+    return any(s.segnet for s in find_splits(root)) or any(
+        (root / s).is_dir() and (root / f"{s}.txt").is_file() for s in SPLITS)
+
+
+def data_class_table(data: str | os.PathLike | None, classes: ClassTable | str | os.PathLike | None = None
+                     ) -> ClassTable:
+    """The class table of a run's data: ``classes`` (a table or a .json/.csv file), else the
+    folder's ``classes.json``/``.csv``, else CamVid's (SegNet layout, or no ``data`` at all)."""
+    if isinstance(classes, ClassTable):
+        return classes
+    if data is None:
+        return load_class_table(classes) if classes is not None else CAMVID_TABLE
+    root = resolve_data_dir(data)
+    table = resolve_class_table(root, classes)
+    if table is None and is_camvid_layout(root):
+        table = CAMVID_TABLE
+    if table is None:
+        raise CamVidNotFoundError(
+            f"No class table for {root}: write {root / 'classes.json'} (one entry per class: name, colour, "
+            f"optional weight; see data/README.md) or pass --classes FILE. `{CHECK_HINT}` shows the mask "
+            "values found."
+        )
+    return table
+
+
+def camvid_split(
+    data: str | os.PathLike | None,
+    split: str,
+    transform=None,
+    cache: bool = False,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> CamVid:
+    """``CamVid(data, split, ...)`` with a specific message when the split is not there.
+
+    The copy of CamVid shared with this project holds out the test split (train and val
+    only); a user who downloads the full data set has ``test/`` + ``testannot/`` too.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    root = resolve_data_dir(data)
+    present = available_splits(root)
+    if split not in present:
+        hint = (
+            " The shared copy of CamVid holds out the test split (it has train and val only): "
+            "evaluate on --split val, or download the full data set with "
+            f"`{DOWNLOAD_HINT}` and pass --data DEST."
+            if split == "test" else ""
+        )
+        raise CamVidNotFoundError(
+            f"Split {split!r} not found in {root}: expected {split}/ and {split}annot/ "
+            f"(splits present: {', '.join(present) or 'none'}).{hint}"
+        )
+    return CamVid(root, split, transform=transform, cache=cache, max_images=max_images, progress=progress)
+
+
+def open_split(
+    data: str | os.PathLike | None,
+    split: str,
+    classes: ClassTable | str | os.PathLike | None = None,
+    transform=None,
+    cache: bool = False,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> SegmentationFolder:
+    """One split of a run's data folder: ``CamVid`` for CamVid's layout (``camvid_split``),
+    else ``SegmentationFolder(data, split, classes=...)`` with the table of ``data_class_table``."""
+    root = resolve_data_dir(data)
+    if is_camvid_layout(root, classes):
+        return camvid_split(root, split, transform, cache, max_images, progress)
+    return SegmentationFolder(root, split, classes=data_class_table(root, classes), transform=transform,
+                              cache=cache, max_images=max_images, progress=progress)

@@ -1,4 +1,5 @@
-"""Train a TransUNet on CamVid from scratch: CPU, one GPU, or several processes (DDP).
+"""Train a TransUNet on CamVid or on your own folder data set, from scratch or from Google's
+ImageNet weights: CPU, one GPU, or several processes (DDP).
 
 Python::
 
@@ -10,6 +11,9 @@ Python::
 Command line (``--help`` lists every option)::
 
     python -m tutorial_lib.train --config tiny --epochs 40 --cache --out runs/camvid_tiny
+    python -m tutorial_lib.train --data DIR --classes DIR/classes.json --out runs/mine   # your data
+    python -m tutorial_lib.train --config R50-ViT-B_16 --pretrained R50+ViT-B_16.npz ... # fine-tune
+    python -m tutorial_lib.train --config tiny-cnn --out runs/tiny_cnn     # the CNN-only baseline
     python -m tutorial_lib.train --out runs/camvid_tiny --resume           # continue a stopped run
     torchrun --nproc_per_node 2 -m tutorial_lib.train --config tiny ...    # DistributedDataParallel
     python -m tutorial_lib.train --export runs/camvid_tiny/best.pt checkpoints/camvid_tiny.pt
@@ -18,6 +22,14 @@ What a run writes to ``--out``: ``metrics.jsonl`` (one JSON object per epoch), `
 (after every epoch) and ``best.pt`` (best validation mIoU). Both are written atomically
 (temporary file + fsync + ``os.replace``), so a crash or a full disk never leaves a
 half-written checkpoint, and both load with ``torch.load(..., weights_only=True)``.
+
+Data: ``--data DIR`` is CamVid (found by its SegNet layout: ``train/``, ``trainannot/``, ...) or
+a folder data set ``DIR/train/{images,masks}`` + ``DIR/val/{images,masks}`` with a class
+table (``--classes FILE`` or ``DIR/classes.json``; ``tutorial_lib.data.folder``). The number of
+classes and their names (stored in the checkpoints) come from the table. Before training,
+every pair of the splits used is read once (``tutorial_lib.data.check``, rank 0); a fault that
+would stop training ends the run before anything is written (``DataCheckError``; exit status 2
+from the command line; ``--no-check`` skips it).
 
 Where each part lives
 ---------------------
@@ -90,15 +102,15 @@ from ..losses import SegmentationLoss
 from ..runtime import PRECISIONS, cpu_supports_bf16, pick_device, resolve_precision
 from ..transunet import PRESETS, TransUNet, TransUNetConfig, get_config
 from .cli import build_parser, main, resume_config
-from .config import TrainConfig, config_from_args
+from .config import PRETRAINED_PRESETS, TRAIN_PRESETS, TrainConfig, config_from_args
 from .engine import TrainingDivergedError, TrainResult, train
-from .loaders import SeededAugmentation
+from .loaders import DataCheckError, SeededAugmentation
 from .optim import lr_factor
 
 _SeededAugmentation = SeededAugmentation  # the name notebooks and tests used before the split
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "PRECISIONS", "PRESETS", "SHIPPED_CHECKPOINT", "CheckpointSaveError",
+    "CHECKPOINT_FORMAT", "PRECISIONS", "PRESETS", "PRETRAINED_PRESETS", "TRAIN_PRESETS", "DataCheckError", "SHIPPED_CHECKPOINT", "CheckpointSaveError",
     "SeededAugmentation", "SegmentationLoss", "TrainConfig", "TrainResult", "TrainingDivergedError",
     "TransUNet", "TransUNetConfig", "build_parser", "config_from_args", "config_from_dict", "config_to_dict",
     "cpu_supports_bf16", "export_checkpoint", "get_config", "load_checkpoint", "lr_factor", "main",

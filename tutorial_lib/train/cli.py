@@ -1,7 +1,8 @@
 """``python -m tutorial_lib.train``: the command line over ``train`` (options: ``config.py``).
 
 Exit status 0 on success, 2 with one line ``error: ...`` (no traceback) for what the user can
-fix: a missing data folder, an ``--out`` that already holds a run or lies under a file, a
+fix: a missing data folder, a data check that found faulty files (its report), a
+``--pretrained`` file that does not fit the preset, an ``--out`` that already holds a run or lies under a file, a
 checkpoint that cannot be written (disk full), a loss that became nan.
 """
 
@@ -17,10 +18,11 @@ from pathlib import Path
 from ..checkpoint import EXPORT_DTYPES, CheckpointSaveError, export_checkpoint, read_checkpoint
 from .config import TrainConfig, add_arguments, config_from_args, explicit_fields
 from .engine import TrainingDivergedError, train
+from .loaders import DataCheckError
 
 #: What ``main`` reports as ``error: ...`` with exit status 2 instead of a traceback.
 USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, ValueError,
-               CheckpointSaveError, TrainingDivergedError)
+               CheckpointSaveError, TrainingDivergedError, DataCheckError)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -36,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tutorial_lib.train",
         allow_abbrev=False,
-        description="Train a TransUNet on CamVid from scratch (CPU, GPU, or torchrun for several processes).",
+        description="Train a TransUNet on CamVid or a folder data set (--data DIR --classes FILE), from "
+                    "scratch or from Google's ImageNet weights (--pretrained), on CPU, GPU, or torchrun.",
         formatter_class=_HelpFormatter,
     )
     add_arguments(p)

@@ -22,9 +22,15 @@ import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..data import NUM_CLASSES
+from ..data import ClassTable, data_class_table
 from ..runtime import PRECISIONS
-from ..transunet import PRESETS, TransUNetConfig, get_config
+from ..transunet import BASELINE_PRESETS, PRESETS, TransUNetConfig, get_config
+
+#: The presets ``--config`` accepts: the TransUNets and the CNN-only baselines (``use_transformer=False``).
+TRAIN_PRESETS = PRESETS + BASELINE_PRESETS
+#: The presets whose encoder has the layout of Google's ImageNet-21k npz files (``--pretrained``):
+#: R50+ViT-B_16.npz / R50+ViT-L_16.npz for the hybrids, ViT-B_16.npz for the pure ViT.
+PRETRAINED_PRESETS = ("R50-ViT-B_16", "R50-ViT-L_16", "ViT-B_16")
 
 GROUPS = ("model", "data", "optimisation", "run")
 
@@ -52,15 +58,24 @@ class TrainConfig:
     same options, generated from these fields."""
 
     # model
-    config: str = option("tiny", "preset of tutorial_lib.transunet (num_classes is set to 11)",
-                         group="model", choices=PRESETS)
+    config: str = option("tiny", "preset of tutorial_lib.transunet (num_classes comes from the class table); "
+                         "tiny-cnn and R50-UNet are the CNN-only baselines", group="model", choices=TRAIN_PRESETS)
     img_size: tuple[int, int] | None = option(
         None, "model input size, multiple of 16 (default: the preset's)", group="model", metavar=("H", "W"))
     model_overrides: dict = option(help="any other TransUNetConfig field", group="model", cli=False,
                                    default_factory=dict)
+    pretrained: str | None = option(
+        None, "fine-tune from Google's ImageNet-21k weights: R50+ViT-B_16.npz (presets "
+        f"{', '.join(PRETRAINED_PRESETS)}; CNN and transformer loaded, decoder and head from scratch)",
+        group="model", metavar="NPZ")
     # data
-    data: str | None = option(None, "CamVid folder (default: tutorial_lib.data.camvid_dir())", group="data",
-                              metavar="DIR")
+    data: str | None = option(None, "data folder: CamVid (found by its layout) or a folder data set "
+                              "DIR/train/{images,masks} + DIR/val/... (default: tutorial_lib.data.camvid_dir())",
+                              group="data", metavar="DIR")
+    classes: str | None = option(None, "class table of a folder data set, .json or .csv (default: "
+                                 "DIR/classes.json or .csv; CamVid's for CamVid)", group="data", metavar="FILE")
+    check: bool = option(True, "check every image/mask pair before training (tutorial_lib.data.check); "
+                         "stop with its report when training would fail", group="data")
     max_images: int | None = option(None, "only the first N training images (smoke tests)", group="data",
                                     metavar="N")
     max_val_images: int | None = option(None, "only the first N validation images (0: no validation)",
@@ -88,8 +103,8 @@ class TrainConfig:
     grad_clip: float | None = option(1.0, "max gradient norm (0: off)", group="optimisation")
     dice_weight: float = option(0.5, "loss = (1 - w) CE + w Dice", group="optimisation")
     class_weights: str = option(
-        "none", "CE class weights: median-frequency from the train labels, or SegNet's published ones",
-        group="optimisation", choices=("none", "median", "segnet"))
+        "none", "CE class weights: median-frequency from the train labels, SegNet's published ones (CamVid), "
+        "or the class table's \"weight\" entries", group="optimisation", choices=("none", "median", "segnet", "table"))
     # run
     precision: str = option("auto", "auto: bf16 where the device computes it natively, fp16 on older GPUs, "
                             "else fp32", group="run", choices=PRECISIONS)
@@ -115,8 +130,14 @@ class TrainConfig:
             self.img_size = (int(self.img_size[0]), int(self.img_size[1]))
         self.scale = (float(self.scale[0]), float(self.scale[1]))
         self.grad_clip = self.grad_clip or None  # 0 means off
-        if self.config not in PRESETS:
-            raise ValueError(f"unknown config {self.config!r}; choose one of {list(PRESETS)}")
+        if self.config not in TRAIN_PRESETS:
+            raise ValueError(f"unknown config {self.config!r}; choose one of {list(TRAIN_PRESETS)}")
+        if self.pretrained is not None and self.config not in PRETRAINED_PRESETS:
+            raise ValueError(
+                f"--pretrained {self.pretrained}: Google's ImageNet weights fit the presets "
+                f"{', '.join(PRETRAINED_PRESETS)} (R50 hybrid / ViT-B layout), not {self.config!r}. Use "
+                "--config R50-ViT-B_16 with R50+ViT-B_16.npz, or train this preset without --pretrained."
+            )
         for f in dataclasses.fields(self):
             allowed = f.metadata.get("choices")
             if allowed is not None and getattr(self, f.name) not in allowed:
@@ -136,9 +157,13 @@ class TrainConfig:
             return self.weight_decay
         return 0.01 if self.optimizer == "adamw" else 1e-4
 
+    def class_table(self) -> ClassTable:
+        """The classes of the data: ``classes``, else the folder's classes.json/.csv, else CamVid's."""
+        return data_class_table(self.data, self.classes)
+
     def model_config(self) -> TransUNetConfig:
-        """The TransUNetConfig this run trains (11 CamVid classes)."""
-        overrides = {"num_classes": NUM_CLASSES, **self.model_overrides}
+        """The TransUNetConfig this run trains (``num_classes`` from the class table)."""
+        overrides = {"num_classes": self.class_table().num_classes, **self.model_overrides}
         if self.img_size is not None:
             overrides["img_size"] = self.img_size
         return get_config(self.config, **overrides)

@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import CheckpointSaveError, atomic_save
 from ..constants import IGNORE_INDEX
-from ..data import NUM_CLASSES
 from ..evaluate import evaluate_model, json_float, metrics_report
 from ..losses import SegmentationLoss
+from ..pretrained import load_official_npz
 from ..runtime import autocast_context, grad_scaler, move_batch, prepare_model, resolve_precision
-from ..transunet import TransUNet
+from ..transunet import TransUNet, TransUNetConfig
 from . import loaders
 from .config import TrainConfig
 from .distributed import Dist, all_sum, barrier, init_distributed, shutdown, wrap_model
@@ -104,7 +104,10 @@ def _train(cfg: TrainConfig, callback, d: Dist, device: torch.device) -> TrainRe
 
 
 def _set_up(cfg: TrainConfig, d: Dist, device: torch.device) -> Run:
-    """Model, data, loss, optimiser and schedule of ``cfg``; resumed from ``last.pt`` with ``cfg.resume``."""
+    """Model, data, loss, optimiser and schedule of ``cfg``; resumed from ``last.pt`` with ``cfg.resume``.
+
+    Nothing is written before the output folder, the model (and ``--pretrained``) and the data
+    check have passed."""
     files = check_output(cfg)
     precision = resolve_precision(cfg.precision, device)
     if cfg.threads:
@@ -113,18 +116,20 @@ def _set_up(cfg: TrainConfig, d: Dist, device: torch.device) -> Run:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    table = cfg.class_table()
     model_cfg = cfg.model_config()
-    model = prepare_model(TransUNet(model_cfg), device, cfg.channels_last)
+    model = _build_model(cfg, model_cfg, device, show)
+    loaders.check_data(cfg, d, device, show)
     size = model_cfg.img_size
     data = loaders.train_data(cfg, size, d, show)
     val_loader = loaders.val_loader(cfg, size, d, device, show)
-    weights = loaders.class_weights(cfg, data.dataset)
+    weights = loaders.class_weights(cfg, data.dataset, table)
     criterion = SegmentationLoss(cfg.dice_weight, weights, IGNORE_INDEX).to(device)
     optimizer = build_optimizer(model, cfg)
     clock = RunClock(limit=cfg.time_limit)
     scheduler = build_scheduler(optimizer, cfg, data.steps_per_epoch, clock)
     run = Run(cfg, d, device, files, precision, model, model_cfg, data, val_loader, criterion, optimizer,
-               scheduler, grad_scaler(device, precision), clock)
+              scheduler, grad_scaler(device, precision), clock, class_names=list(table.names))
     if cfg.resume:
         resume(run)
     elif d.main:
@@ -136,10 +141,21 @@ def _set_up(cfg: TrainConfig, d: Dist, device: torch.device) -> Run:
     if show:
         tqdm.write(
             f"training {model_cfg.name} at {size[0]}x{size[1]} on {device} ({precision}), {d.world} process(es), "
-            f"{len(data.dataset)} train images, {data.steps_per_epoch} steps/epoch, "
+            f"{len(data.dataset)} train images, {table.num_classes} classes, {data.steps_per_epoch} steps/epoch, "
             f"epochs {run.start_epoch}..{cfg.epochs}"
         )
     return run
+
+
+def _build_model(cfg: TrainConfig, model_cfg: TransUNetConfig, device: torch.device, show: bool) -> nn.Module:
+    """The model of ``model_cfg`` (seeded init), its CNN and transformer loaded from
+    ``cfg.pretrained`` (Google's ImageNet-21k npz) when given and not resuming, on ``device``."""
+    model = TransUNet(model_cfg)
+    if cfg.pretrained is not None and not cfg.resume:
+        load_official_npz(model, Path(cfg.pretrained).expanduser())
+        if show:
+            tqdm.write(f"fine-tuning from {cfg.pretrained} (CNN and transformer; decoder and head from scratch)")
+    return prepare_model(model, device, cfg.channels_last)
 
 
 # --------------------------------------------------------------------------------------
@@ -225,10 +241,10 @@ def _validate(run: Run, epoch: int) -> tuple[dict | None, float]:
     if run.val_loader is None or not (epoch % cfg.val_every == 0 or epoch == cfg.epochs or run.time_up):
         return None, 0.0
     started = time.perf_counter()
-    metrics = evaluate_model(run.model, run.val_loader, NUM_CLASSES, run.device, run.precision, progress=run.show,
-                             desc=f"val {epoch}", channels_last=cfg.channels_last)
+    metrics = evaluate_model(run.model, run.val_loader, run.model_cfg.num_classes, run.device, run.precision,
+                             progress=run.show, desc=f"val {epoch}", channels_last=cfg.channels_last)
     metrics.cm = all_sum(metrics.cm, run.d, run.device)
-    report = metrics_report(metrics)
+    report = metrics_report(metrics, run.class_names)
     if report["miou"] is not None and (run.best_miou is None or report["miou"] > run.best_miou):
         run.best_miou, run.best_epoch = report["miou"], epoch
     return report, time.perf_counter() - started

@@ -70,6 +70,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     clock: RunClock
+    class_names: list[str] = field(default_factory=lambda: list(CAMVID_CLASSES))  # from the class table
     net: nn.Module | None = None  # the model, in DistributedDataParallel under torchrun
     history: list[dict] = field(default_factory=list)
     start_epoch: int = 1
@@ -108,7 +109,7 @@ def check_output(cfg: TrainConfig) -> RunFiles:
 
 
 # settings that may differ between a run and its resumption without a note
-_VOLATILE = {"resume", "overwrite", "progress", "epochs", "workers", "threads", "device", "time_limit"}
+_VOLATILE = {"resume", "overwrite", "progress", "check", "epochs", "workers", "threads", "device", "time_limit"}
 
 
 def resume(run: Run) -> None:
@@ -152,7 +153,7 @@ def checkpoint_state(run: Run, epoch: int, record: dict, val: dict | None) -> di
         "model": run.model.state_dict(),
         "model_config": config_to_dict(run.model_cfg),
         "train_config": dataclasses.asdict(run.cfg),
-        "class_names": list(CAMVID_CLASSES),
+        "class_names": list(run.class_names),
         "mean": list(MEAN),
         "std": list(STD),
         "ignore_index": IGNORE_INDEX,
