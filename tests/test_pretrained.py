@@ -71,6 +71,14 @@ def test_blog_variant_has_no_official_names():
         official_state_dict(TransUNet(get_config("blog", num_layers=1)))
 
 
+@pytest.mark.parametrize("preset", ["tiny-cnn", "R50-UNet"])
+def test_cnn_only_baselines_are_refused_with_a_clear_error(preset):
+    model = TransUNet(get_config(preset))
+    for load in (official_state_dict, lambda m: load_official_npz(m, {}), lambda m: load_official_state_dict(m, {})):
+        with pytest.raises(WeightLoadingError, match="CNN-only baseline.*no transformer"):
+            load(model)
+
+
 def _synthetic_npz(num_layers, rng, hybrid=True, dim=768, heads=12, mlp=3072, pos_len=197):
     """Arrays under the exact npz key names and Flax layouts of Google's ViT checkpoints."""
     hd = dim // heads

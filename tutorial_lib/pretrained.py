@@ -63,6 +63,12 @@ def _check_official_layout(model: nn.Module) -> None:
             "only models with the official layout (presets 'R50-ViT-B_16', 'R50-ViT-L_16', "
             "'ViT-B_16', 'tiny') have official weight names; the 'blog' variant has none"
         )
+    if model.transformer is None:
+        raise WeightLoadingError(
+            f"the CNN-only baseline {c.name!r} (use_transformer=False) has no transformer, so neither the "
+            "official TransUNet weights nor Google's ViT npz fit it; load them into the TransUNet preset "
+            f"it comes from (e.g. 'R50-ViT-B_16' for 'R50-UNet'), or train the baseline from scratch"
+        )
     if getattr(model.transformer.layers[0].attn, "fused_qkv", False):
         raise WeightLoadingError("official weights need separate query/key/value layers")
 
