@@ -600,3 +600,128 @@ def plot_position_similarity(sim: np.ndarray, fig=None, cmap: str = "viridis"):
     fig.supxlabel("input patch column", fontsize=8)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="cosine similarity")
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Several frames at their own aspect ratio, costs per layer, structure of position embeddings
+# --------------------------------------------------------------------------------------------
+
+
+def pad_to_multiple(array: np.ndarray, patch: int, fill) -> np.ndarray:
+    """Pad an (H, W) or (H, W, C) array at the bottom and right with ``fill`` up to the next
+    multiples of P -> (ceil(H/P) P, ceil(W/P) P[, C]); unchanged when P divides H and W."""
+    a = np.asarray(array)
+    if patch < 1:
+        raise ValueError(f"patch size must be >= 1, got {patch}")
+    h, w = a.shape[:2]
+    ph, pw = -h % patch, -w % patch
+    return np.pad(a, [(0, ph), (0, pw)] + [(0, 0)] * (a.ndim - 2), constant_values=fill)
+
+
+def oracle_table(
+    labels: Sequence[np.ndarray],
+    patch_sizes: Sequence[int] = PATCH_SIZES,
+    num_classes: int = len(CAMVID_CLASSES),
+    ignore_index: int = IGNORE_INDEX,
+    **vit_dims,
+) -> list[dict]:
+    """``patch_size_table`` over several (H, W) label maps of one size, e.g. CamVid frames at
+    360 x 480: one row per patch size P.
+
+    Each map is padded with ``ignore_index`` at the bottom and right to a multiple of P
+    (``pad_to_multiple``; padding neither votes nor counts), every token predicts the majority
+    label of its patch (``oracle_segmentation``), and one confusion matrix is summed over all
+    maps (``tutorial_lib.metrics.confusion_matrix``), so ``iou`` is TP / (TP + FP + FN) over all
+    their pixels. Integer counts and one division per class: the values do not depend on the
+    CPU; ``miou`` (classes present) is summed with ``math.fsum``, exact before its one division.
+    Each row also holds ``patch_token_stats`` of the padded size and ``frames``.
+    """
+    import math
+
+    from .. import metrics as seg_metrics
+
+    labels = [np.asarray(lab) for lab in labels]
+    if not labels or any(lab.shape != labels[0].shape or lab.ndim != 2 for lab in labels):
+        raise ValueError("oracle_table needs one or more (H, W) label maps of the same size, got shapes "
+                         f"{[lab.shape for lab in labels]}")
+    rows = []
+    for p in patch_sizes:
+        cm = torch.zeros(num_classes + 1, num_classes + 1, dtype=torch.int64)
+        for lab in labels:
+            lab = pad_to_multiple(lab, p, ignore_index)
+            pred = oracle_segmentation(lab, p, ignore_index, num_classes)
+            pred = np.where((pred >= 0) & (pred < num_classes), pred, num_classes)  # all-void token: column C
+            seg_metrics.confusion_matrix(torch.as_tensor(pred), torch.as_tensor(lab.astype(np.int64)),
+                                         num_classes + 1, ignore_index, out=cm)
+        iou = seg_metrics.iou_per_class(cm)[:num_classes].numpy()
+        present = [float(v) for v in iou if np.isfinite(v)]
+        row = patch_token_stats(lab.shape, p, **vit_dims)
+        row.update(iou=iou, miou=math.fsum(present) / len(present) if present else float("nan"),
+                   frames=len(labels), frame_hw=tuple(labels[0].shape), padded_hw=tuple(lab.shape))
+        rows.append(row)
+    return rows
+
+
+def format_oracle_table(
+    rows: Sequence[dict],
+    class_names: Sequence[str] = CAMVID_CLASSES,
+    thin: Sequence[int] = THIN_CLASSES,
+) -> str:
+    """The rows of ``oracle_table`` as a fixed-width text table. Both cost columns are per
+    layer (multiply by the number of layers for the whole encoder; 1 MB = 2^20 bytes); IoUs in %."""
+
+    def pct(x: float) -> str:
+        return "   -" if np.isnan(x) else f"{100 * x:4.1f}"
+
+    def num(x: float) -> str:  # 5,339.4 / 21.8 / 1.46 / 0.000442: three significant digits below 10
+        return f"{x:,.1f}" if x >= 10 else f"{x:.3g}"
+
+    widths = [max(6, len(class_names[c])) for c in thin]
+    head = (f"{'patch':>5} {'padded':>8} {'grid':>7} {'tokens N':>9} {'attn MB':>10} {'attn GFLOPs':>12} "
+            f"{'oracle mIoU':>12} " + " ".join(f"{class_names[c]:>{w}}" for c, w in zip(thin, widths)))
+    sub = f"{'':>5} {'frame':>8} {'':>7} {'':>9} {'per layer':>10} {'per layer':>12}"
+    lines = [head, sub, "-" * len(head)]
+    for r in rows:
+        (gh, gw), (ph, pw) = r["grid"], r["padded_hw"]
+        line = (f"{r['patch']:>5} {f'{ph}x{pw}':>8} {f'{gh}x{gw}':>7} {r['tokens']:>9,} "
+                f"{num(r['attn_bytes_per_layer'] / 2**20):>10} {num(r['attn_flops_per_layer'] / 1e9):>12} "
+                f"{pct(r['miou']):>12} " + " ".join(f"{pct(r['iou'][c]):>{w}}" for c, w in zip(thin, widths)))
+        mark = _marker(r["patch"])
+        lines.append(line + (f"   <- {mark}" if mark else ""))
+    return "\n".join(lines)
+
+
+def row_column_similarity(sim: np.ndarray) -> tuple[float, float]:
+    """From ``position_embedding_similarity``'s (gh, gw, gh, gw) array: (mean similarity of a
+    patch with the other patches of its row or column, mean with the patches that share neither)."""
+    s = np.asarray(sim, dtype=np.float64)
+    gh, gw = s.shape[:2]
+    r = np.arange(gh)[:, None, None, None]
+    c = np.arange(gw)[None, :, None, None]
+    r2 = np.arange(gh)[None, None, :, None]
+    c2 = np.arange(gw)[None, None, None, :]
+    same = (r == r2) | (c == c2)
+    itself = (r == r2) & (c == c2)
+    line = np.broadcast_to(same & ~itself, s.shape)
+    other = np.broadcast_to(~same, s.shape)
+    return float(s[line].mean()), float(s[other].mean())
+
+
+def plot_position_similarities(sims: Sequence[np.ndarray], titles: Sequence[str], limits=None, fig=None):
+    """Several ``plot_position_similarity`` grids side by side, each in its own subfigure with
+    its own colour range ``limits[i]`` = (vmin, vmax) (default (-1, 1))."""
+    if fig is None:
+        fig = plt.figure(figsize=(4.4 * len(sims), 3.8))
+    subs = np.atleast_1d(fig.subfigures(1, len(sims)))
+    limits = limits or [(-1.0, 1.0)] * len(sims)
+    for sub, sim, title, lim in zip(subs, sims, titles, limits):
+        plot_position_similarity(sim, fig=sub)
+        for ax in sub.axes:
+            for im in ax.get_images():
+                im.set_clim(*lim)
+        sub.suptitle(title, fontsize=9)
+    return fig
+
+
+__all__ += ["pad_to_multiple", "oracle_table", "format_oracle_table", "row_column_similarity",
+            "plot_position_similarities"]
