@@ -1,5 +1,7 @@
-"""An independent re-statement of the official TransUNet forward pass, written from the spec
-(``transunet-reference.md``) in the official code's own structure and names, used only by tests.
+"""An independent re-statement of the official TransUNet forward pass, written from
+docs/reference.md (sections 2 and 3) in the structure and names of the official
+``networks/vit_seg_modeling.py`` (``VisionTransformer``, ``Embeddings``, ``Encoder``, ``DecoderCup``),
+used only by tests.
 
 It shares no code with ``tutorial_lib``: its weights come from ``official_state_dict`` so the
 tests can check that our modules compute exactly what the official ones compute.

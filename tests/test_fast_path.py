@@ -182,5 +182,5 @@ def test_benchmark_precision_follows_the_runtime_policy():
     assert resolve_path("fast+fp32", "cpu").precision == "fp32"
 
 
-def test_benchmark_flop_count_matches_the_spec():
+def test_benchmark_flop_count_matches_the_reference():
     assert round(forward_flops("R50-ViT-B_16", (224, 224)) / 1e9, 2) == 58.45

@@ -28,14 +28,14 @@ def paper_flops(paper_meta):
     return count_flops(*paper_meta)
 
 
-def test_parameters_by_part_match_the_spec_table(paper_meta):
+def test_parameters_by_part_match_the_reference_table(paper_meta):
     model, _ = paper_meta
     assert count_parameters_by_part(model) == {
         "cnn": 11_894_848, "patch_embed": 787_200 + 150_528,
         "transformer": 12 * 7_087_872 + 1_536, "decoder": 7_387_200, "head": 1_305,
         "total": 105_277_081,
     }
-    assert count_parameters_by_part(model, RESNETV2_PARTS) == {  # spec 1.9, row by row
+    assert count_parameters_by_part(model, RESNETV2_PARTS) == {  # docs/reference.md section 4, row by row
         "stem": 9_536, "block1": 215_808, "block2": 1_219_584, "block3": 10_449_920,
         "patch_embed": 787_200, "pos_embed": 150_528, "transformer_blocks": 12 * 7_087_872,
         "encoder_norm": 1_536, "decoder": 7_387_200, "head": 1_305, "total": 105_277_081,
@@ -55,7 +55,7 @@ def test_paper_model_flops_total_and_parts(paper_flops):
     assert paper_flops["total"] == 58_451_460_096
     assert "other" not in paper_flops  # every counted FLOP happens inside one of the five parts
     gmacs = {k: round(v / 2e9, 2) for k, v in paper_flops.items()}
-    # spec 1.9: ResNet 3.91 G, patch 0.15 G, transformer 17.36 G, decoder 7.75 G, head 0.07 G MACs
+    # docs/reference.md section 4: ResNet 3.91 G, patch 0.15 G, transformer 17.36 G, decoder 7.75 G, head 0.07 G MACs
     assert gmacs == {"cnn": 3.91, "patch_embed": 0.15, "transformer": 17.36, "decoder": 7.75,
                      "head": 0.07, "total": 29.23}
 

@@ -25,7 +25,7 @@ def test_parameter_count_matches_the_official_model(r50_b16):
         "decoder": r50_b16.decoder, "head": r50_b16.head,
     }
     counts = {k: count_parameters(m) for k, m in parts.items()}
-    assert counts == {  # spec table 1.9
+    assert counts == {  # docs/reference.md section 4 (parameters)
         "stem": 9_536, "block1": 215_808, "block2": 1_219_584, "block3": 10_449_920,
         "resnet": 11_894_848, "patch": 787_200, "block": 7_087_872, "encoder_norm": 1_536,
         "decoder": 7_387_200, "head": 1_305,
@@ -34,7 +34,7 @@ def test_parameter_count_matches_the_official_model(r50_b16):
 
 
 def _trace_shapes(model, x):
-    """Run the model stage by stage and record the shape after each (spec table 1.8)."""
+    """Run the model stage by stage and record the shape after each (docs/reference.md section 3)."""
     shapes = {}
     cnn = model.cnn
     with torch.no_grad():
@@ -68,7 +68,7 @@ def _trace_shapes(model, x):
             for k, v in shapes.items()}
 
 
-def test_every_shape_of_the_spec_table_at_224(r50_b16):
+def test_every_shape_of_the_reference_table_at_224(r50_b16):
     s = _trace_shapes(r50_b16, torch.randn(1, 3, 224, 224))
     assert s == {
         "stem": (1, 64, 112, 112), "maxpool": (1, 64, 55, 55), "block1": (1, 256, 55, 55),

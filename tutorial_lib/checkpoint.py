@@ -23,6 +23,8 @@ import errno
 import os
 import random
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -48,33 +50,46 @@ class CheckpointSaveError(OSError):
 # writing
 
 
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder to write to; on success fsync it and
+    ``os.replace`` it onto ``path`` (usual permissions), on any failure delete it.
+
+    ``path`` is either the complete new file or, after a failure, its previous content: the one
+    way this package writes files (checkpoints, ONNX/TorchScript exports, predicted masks).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in ``path``'s folder, fsync, then ``os.replace``.
+    """``torch.save`` through ``atomic_output``: a temporary file, fsync, then ``os.replace``.
 
     On any failure the temporary file is removed and ``path`` keeps its previous content; an
     ``OSError`` (disk full, no permission, ...) becomes a ``CheckpointSaveError`` that says so.
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
+            torch.save(obj, f)
     except OSError as err:
         raise _save_error(path, err) from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise _save_error(path, err) from err
-        raise
     return path
 
 

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from .checkpoint import atomic_output, load_checkpoint
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17
@@ -66,24 +67,6 @@ def require(module: str):
             f"{module} is not installed; it comes with the optional extra: {INSTALL_HINT} "
             f"(or pip install onnx onnxruntime)"
         ) from err
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it to ``path``, else delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class _Logits(nn.Module):
@@ -217,8 +200,6 @@ class OnnxModel:
 def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """``(model in eval mode, meta)`` from a ``tutorial_lib.train`` checkpoint (the one place
     predict and export read checkpoints; ``FileNotFoundError``/``ValueError`` with clear messages)."""
-    from .train import load_checkpoint
-
     return load_checkpoint(checkpoint, device=device)
 
 

@@ -58,7 +58,9 @@ from tqdm.auto import tqdm
 
 from .data import CAMVID_COLORS, MEAN, STD, colorize
 from .evaluate import EvalTransform, predict_logits
-from .export import MissingExtraError, OnnxModel, atomic_output, check_output_path, load_model
+from .checkpoint import atomic_output
+from .export import MissingExtraError, OnnxModel, check_output_path, load_model
+from .runtime import move_images, pick_device, prepare_model
 
 RESIZE_POLICIES = ("stretch", "letterbox")
 ENGINES = ("auto", "torch", "onnx")
@@ -188,19 +190,16 @@ class TorchModel:
     """A TransUNet as a predict engine: (B, 3, H, W) normalised -> logits (B, C, H, W)."""
 
     def __init__(self, model: nn.Module, mean=MEAN, std=STD, class_names=None, channels_last: bool = False):
-        self.model = model.eval()
-        if channels_last:  # faster convolutions; only for a model this object owns
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.device = next(model.parameters()).device
+        # channels_last: faster convolutions; only for a model this object owns
+        self.model = prepare_model(model.eval(), self.device, channels_last)
         self.channels_last = channels_last
         self.img_size = tuple(model.config.img_size)
         self.mean, self.std = list(mean), list(std)
         self.class_names = list(class_names) if class_names else None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(next(self.model.parameters()).device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return predict_logits(self.model, x)
+        return predict_logits(self.model, move_images(images, self.device, self.channels_last))
 
 
 def _engine(model) -> TorchModel | OnnxModel:
@@ -238,7 +237,7 @@ def load_predictor(checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT, engine: s
 
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    model, meta = load_model(checkpoint, device)
+    model, meta = load_model(checkpoint, pick_device(device))
     torch_engine = TorchModel(model, meta["mean"], meta["std"], meta["class_names"], channels_last=True)
     onnx = Path(onnx) if onnx is not None else Path(checkpoint).with_suffix(".onnx")
     on_cpu = next(model.parameters()).device.type == "cpu"

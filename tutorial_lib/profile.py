@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .attention import MultiHeadSelfAttention
-from .transunet import TransUNet
+from .transunet import TransUNet, count_parameters
 
 #: The five components of a TransUNet (attribute names of ``tutorial_lib.transunet.TransUNet``).
 #: The position embedding (and the blog variant's class token) belong to the patch embedding.
@@ -35,7 +35,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "head": ("head",),
 }
 
-#: Finer parts of the hybrid R50-ViT models, the rows of the spec's parameter table (1.9).
+#: Finer parts of the hybrid R50-ViT models, the rows of the parameter table of docs/reference.md section 4.
 RESNETV2_PARTS: dict[str, tuple[str, ...]] = {
     "stem": ("cnn.root",),
     "block1": ("cnn.body.block1",),
@@ -90,7 +90,7 @@ def count_parameters_by_part(
             counts[part] += p.numel()
     if other:
         counts["other"] = other
-    counts["total"] = sum(p.numel() for p in model.parameters())
+    counts["total"] = count_parameters(model)
     return counts
 
 
@@ -237,7 +237,7 @@ def summarize_config(config, img_size: int | tuple[int, int] | None = None) -> d
         "tokens": config.grid[0] * config.grid[1],
         "token_px": s,
         "px_per_token": s * s,
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": count_parameters(model),
         "gflops": flops["total"] / 1e9,
         "flops": flops,
     }

@@ -102,11 +102,14 @@ def prepare_model(model: nn.Module, device: str | torch.device, channels_last: b
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
+def move_images(images: torch.Tensor, device: str | torch.device, channels_last: bool = True) -> torch.Tensor:
+    """Images (B, 3, H, W) on ``device``, as NHWC with ``channels_last``."""
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
 def move_batch(
     images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch on ``device``: images (B, 3, H, W) as NHWC with ``channels_last``, labels (B, H, W)."""
-    images = images.to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, labels.to(device, non_blocking=True)
+    return move_images(images, device, channels_last), labels.to(device, non_blocking=True)

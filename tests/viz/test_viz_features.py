@@ -157,7 +157,7 @@ def test_stage_names():
     assert vf.stage_names(nn.Sequential(nn.ReLU())) == {"0": "0"}
 
 
-def test_shape_table_of_the_hybrid_at_224_matches_the_spec():
+def test_shape_table_of_the_hybrid_at_224_matches_the_reference():
     rows = vf.shape_table(ResNetV2(), torch.zeros(1, 3, 224, 224))
     assert [(label, shape) for label, _, shape in rows] == [
         ("stem", (1, 64, 112, 112)),

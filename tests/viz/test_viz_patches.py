@@ -39,8 +39,8 @@ def test_blog_variant_has_16_tokens_at_512():
     assert vp.patch_token_stats((512, 512), vp.PAPER_PATCH)["tokens"] == 1024
 
 
-def test_attention_flops_match_the_spec_at_224():
-    # spec section 1.9: the Q K^T and A V matmuls of R50-ViT-B_16 at 224 take 0.71 GMACs
+def test_attention_flops_match_the_reference_at_224():
+    # docs/reference.md section 4: the Q K^T and A V matmuls of R50-ViT-B_16 at 224 take 0.71 GMACs
     s = vp.patch_token_stats((224, 224), 16)
     assert round(s["attn_flops"] / 2 / 1e9, 2) == 0.71
 
