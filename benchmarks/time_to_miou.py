@@ -246,9 +246,11 @@ def plot(doc: dict, path: Path) -> None:
             ax.plot([res["final"]["minutes"]], [100 * res["final"]["miou"]], "*", ms=11, color=line.get_color())
     m, s = doc["machine"], doc["settings"]
     n = next(iter(doc["results"].values()))["points"][0]["val_images"] if doc["results"] else 0
-    ax.set(xlabel="training minutes (evaluation not counted)", ylabel=f"val mIoU % (circles: {n} images, "
-           "star: all)", title=f"{m['cpu'][:40]}, {m['torch_threads']} thread(s), load {m['load_start'][0]}",
-           xlim=(0, s["minutes"] * 1.02))
+    end = max([s["minutes"]] + [p["minutes"] for r in doc["results"].values() for p in r["points"]])
+    ax.axvline(s["minutes"], color="0.5", ls="--", lw=1)  # the budget; the engine stops after the step past it
+    ax.set(xlabel="training minutes (evaluation not counted; dashed: budget)",
+           ylabel=f"val mIoU % (circles: {n} images, star: all)", xlim=(0, end * 1.04), ylim=(0, None),
+           title=f"{m['cpu'][:40]}, {m['torch_threads']} thread(s), load {m['load_start'][0]}-{m['load_end'][0]}")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -276,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", default=None, help="file name stem (default: RECIPES_Mmin)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--list", action="store_true", help="print the recipes and exit")
+    p.add_argument("--replot", metavar="JSON", help="redraw the PNG beside a JSON this benchmark wrote, and exit")
     return p
 
 
@@ -284,6 +287,9 @@ def main(argv=None) -> int:
     if args.list:
         for name, (desc, over) in RECIPES.items():
             print(f"{name}: {desc}\n    {over}")
+        return 0
+    if args.replot:
+        plot(json.loads(Path(args.replot).read_text()), Path(args.replot).with_suffix(".png"))
         return 0
     if args.minutes <= 0 or (args.eval_every is not None and args.eval_every <= 0) or args.max_val_images < 0:
         print("error: --minutes and --eval-every must be > 0, --max-val-images >= 0", file=sys.stderr)

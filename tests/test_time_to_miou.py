@@ -84,3 +84,26 @@ def test_missing_camvid_exits_2(tmp_path, monkeypatch, capsys):
     assert ttm.main(["--minutes", "2", "--out", str(tmp_path)]) == 2
     assert "CamVid not found" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_a_weight_copy_rebuilds_the_same_model():
+    """The curve's points evaluate models rebuilt from state_dict copies: they must compute what the
+    trained model computes (same logits to fp32 rounding, NHWC on both sides)."""
+    from tutorial_lib.runtime import prepare_model
+    from tutorial_lib.transunet import TransUNet, get_config
+
+    torch.manual_seed(0)
+    cfg = get_config("tiny", img_size=(32, 48), **SMALL)
+    model = prepare_model(TransUNet(cfg), "cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # not the initial weights: a copy of init would pass too
+    copy = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rebuilt = ttm._model_from(copy, cfg, torch.device("cpu"))
+    x = torch.randn(2, 3, 32, 48).contiguous(memory_format=torch.channels_last)
+    model.eval(), rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=1e-5, atol=1e-5)
+    fresh = prepare_model(TransUNet(cfg), "cpu").eval()
+    with torch.no_grad():
+        assert (fresh(x) - model(x)).abs().max() > 1e-3  # the comparison can fail
