@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .constants import PROJECT_ROOT
 from .data import CAMVID_CLASSES, MEAN, STD
 from .transunet import TransUNet, TransUNetConfig
 
@@ -38,7 +39,7 @@ FORMAT_VERSION = 1
 CHECKPOINT_FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
 #: The checkpoint shipped with the repository (see checkpoints/README.md); absent from a
 #: non-editable install of the package.
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "camvid_tiny.pt"
+SHIPPED_CHECKPOINT = PROJECT_ROOT / "checkpoints" / "camvid_tiny.pt"
 EXPORT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 

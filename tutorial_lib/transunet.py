@@ -135,7 +135,8 @@ _PRESETS: dict[str, TransUNetConfig] = {
         name="R50-ViT-L_16", hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096,
     ),
     "ViT-B_16": TransUNetConfig(name="ViT-B_16", backbone=None, patch_size=16, n_skip=0),
-    # The blog re-implementation (docs/reference.md section 8), faithfully including its choices.
+    # The blog article's network (docs/reference.md section 8): its function and choices, without its never-called
+    # layer4/fc and its conv biases in front of BatchNorm (section 8.3 reconciles the counts).
     "blog": TransUNetConfig(
         name="blog", img_size=(512, 512), num_classes=12,
         backbone="resnet", resnet_stem="blog", resnet_dilation=2, resnet_layers=(3, 4, 6),

@@ -190,12 +190,13 @@ def rgb_to_index(rgb: np.ndarray, table: Mapping[Color, int] | Sequence[Color]) 
 
 
 def red_channel_label(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) colour label -> (H, W) red channel: a WRONG label, kept to show the bug.
+    """(H, W, 3) label read as RGB -> (H, W) red channel, the blog article's way of reading masks.
 
-    A popular blog post loads colour labels and uses the red channel as the class index.
-    It is wrong twice: the "classes" are red values (0, 60, 64, 128, 192), not 0..10, and
-    different classes share a red value: Sky (128,128,128), Building (128,0,0),
-    Road (128,64,128) and Tree (128,128,0) all become "class 128".
+    Harmless for a single-channel index PNG (converted to RGB, all three channels hold the index), wrong
+    for colour labels: the "classes" become red values (0, 60, 64, 128, 192), not 0..10, and classes that
+    share a red value merge (Sky (128,128,128), Building (128,0,0), Road (128,64,128) and Tree (128,128,0)
+    all become 128). A palette PNG converted to RGB gives palette colours, so the same happens there.
+    Notebook 07 shows the three cases; read masks through a declared class table instead (data.folder).
     """
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:

@@ -244,6 +244,16 @@ def compare_module(y: torch.Tensor, src: nn.Module, ref: nn.Module, run_ref: Cal
                 f"{max_diff(y, ref_y)}. {layout} [{what}]")
 
 
+def _orders(sizes: list[int]) -> Iterator[tuple[tuple[int, ...], ...]]:
+    """One permutation per group, every combination, generated lazily, the identity first."""
+    if not sizes:
+        yield ()
+        return
+    for perm in itertools.permutations(range(sizes[0])):
+        for rest in _orders(sizes[1:]):
+            yield (perm, *rest)
+
+
 def copy_assignments(src: nn.Module, dst: nn.Module, limit: int = 24) -> Iterator[None]:
     """Copy ``src``'s tensors into ``dst`` in each plausible way; yield after each.
 
@@ -263,10 +273,8 @@ def copy_assignments(src: nn.Module, dst: nn.Module, limit: int = 24) -> Iterato
             groups.setdefault(sig, ([], []))[0].append(t)
         for sig, t in dst_leaves:
             groups[sig][1].append(t)
-        orders = [list(itertools.permutations(range(len(a)))) for a, _ in groups.values()]
-        for n, choice in enumerate(itertools.product(*orders)):
-            if n >= limit:
-                return
+        sizes = [len(a) for a, _ in groups.values()]
+        for choice in itertools.islice(_orders(sizes), limit):  # lazily: 16 modules alike have 16! orders
             with torch.no_grad():
                 for (a, b), perm in zip(groups.values(), choice):
                     for i, j in enumerate(perm):
