@@ -50,7 +50,8 @@ def test_points_rise_in_time_and_miou_is_a_fraction(doc):
         # the budget is training time: the engine stops at the first step past 3 s, evaluation excluded
         assert 3.0 <= res["train_seconds"] < 3.0 + 2.0, res["train_seconds"]
         assert points[-1]["train_seconds"] == res["train_seconds"]
-        assert res["eval_seconds"] > 0 and res["wall_seconds"] >= res["train_seconds"] + res["eval_seconds"]
+        # eval_seconds and wall_seconds are stored rounded to 0.1 s, so their sum may be 0.1 s off
+        assert res["eval_seconds"] > 0 and res["wall_seconds"] >= res["train_seconds"] + res["eval_seconds"] - 0.1
         assert res["throughput_img_s"] == pytest.approx(res["images"] / res["train_seconds"], rel=1e-3)
         final = res["final"]
         assert final["val_images"] == 5 and 0.0 <= final["miou"] <= 1.0
