@@ -23,9 +23,8 @@ the final model is also evaluated on the whole val split (``final``, unless ``--
 Evaluation is ``tutorial_lib.evaluate``'s protocol (image resized to the model's input size,
 logits back to the 360x480 label, void ignored), always in fp32.
 
-Engine hook missing (worked around here): the step event carries neither the model nor the
-clock reading, so the callback finds the engine's ``run`` (``.model``, ``.clock``) in its
-caller's frame. A ``"model"`` and ``"elapsed"`` entry in the step event would remove that.
+The engine's step event carries the model, the training-clock reading and the precision, which
+is all the callback needs.
 
 Levers of the recipe work that need engine support not there yet, so no recipe here uses them:
 evaluation at the full 360x480 padded to the grid (the engine resizes to the model's size),
@@ -81,18 +80,6 @@ DEFAULT_RECIPES = ("baseline", "fullres-crops")
 # training with weight copies at fixed times
 
 
-def _engine_run():
-    """The engine's ``Run`` (``.model``, ``.clock``) of the step being reported (see the docstring)."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        run = frame.f_locals.get("run")
-        if hasattr(run, "model") and hasattr(run, "clock"):
-            return run
-        frame = frame.f_back
-    raise RuntimeError("benchmarks.time_to_miou: the training engine's step callback no longer runs inside a "
-                       "frame holding `run` (model and clock); update _engine_run to the engine's new hook")
-
-
 class Snapshots:
     """The step callback: copies the weights each time the training clock passes a mark.
 
@@ -107,14 +94,13 @@ class Snapshots:
     def __call__(self, event: dict) -> None:
         if event["event"] != "step":
             return
-        run = _engine_run()
-        now = run.clock.read()
+        model, now = event["model"], event["elapsed"]
         if self.first_step_at is None:
-            self.first_step_at, self.model_config, self.precision = time.perf_counter(), run.model_cfg, run.precision
+            self.first_step_at, self.model_config, self.precision = time.perf_counter(), model.config, event["precision"]
         self.end, self.steps = now, event["global_step"]
         if self.marks and now >= self.marks[0]:
             started = time.perf_counter()
-            state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             self.copies.append((now, event["global_step"], state))
             while self.marks and now >= self.marks[0]:
                 self.marks.pop(0)

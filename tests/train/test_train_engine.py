@@ -41,6 +41,10 @@ def test_train_writes_metrics_and_loadable_checkpoints(camvid, tmp_path):
     assert len(steps) == 2 * 3 and [e["epoch"] for e in epochs] == [1, 2]
     assert steps[0]["lr"] == pytest.approx(1e-3 / 2)  # first of 2 warmup steps (0.5 epoch of 3 steps)
     assert all(np.isfinite(e["loss"]) for e in steps)
+    # the step event hands over the model being trained and the training clock (benchmarks.time_to_miou uses them)
+    assert all(e["model"] is result.model for e in steps) and all(e["precision"] == "fp32" for e in steps)
+    elapsed = [e["elapsed"] for e in steps]
+    assert all(0.0 < a < b for a, b in zip(elapsed, elapsed[1:]))
 
     for name in ("last.pt", "best.pt"):
         ckpt = torch.load(tmp_path / "run" / name, weights_only=True)

@@ -63,7 +63,10 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> T
     ``callback(event)`` is called (on rank 0 only) with a dict:
 
     * after every optimiser step: ``{"event": "step", "epoch", "step" (1-based, in the
-      epoch), "steps_per_epoch", "global_step", "loss", "ce", "dice", "lr"}``;
+      epoch), "steps_per_epoch", "global_step", "loss", "ce", "dice", "lr", "elapsed"
+      (training-clock seconds: set-up, data caching and validation not counted), "model"
+      (the model being trained, not a copy: clone its ``state_dict`` to keep one),
+      "precision"}``;
     * after every epoch: ``{"event": "epoch", ...}`` with the record also appended to
       metrics.jsonl (``epoch``, ``train_loss``, ``train_ce``, ``train_dice``, ``val_miou``,
       ``val_per_class_iou`` (name -> IoU), ``val_pixel_accuracy``, ``val_mean_dice``, ``lr``,
@@ -187,7 +190,8 @@ def _train_epoch(run: Run, epoch: int, callback) -> _EpochStats:
             bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}", refresh=False)
         if callback is not None and run.d.main:
             callback({"event": "step", "epoch": epoch, "step": step, "steps_per_epoch": steps_per_epoch,
-                      "global_step": run.global_step, **values})
+                      "global_step": run.global_step, **values, "elapsed": run.clock.read(), "model": run.model,
+                      "precision": run.precision})
         if run.clock.up:
             run.time_up = True
             break
