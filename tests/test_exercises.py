@@ -535,3 +535,16 @@ def test_an_error_that_is_not_the_stub_still_fails():
 
     with pytest.raises(AssertionError, match="ValueError"):
         ex.check_attention(broken)
+
+
+def test_copy_assignments_tries_module_orders_lazily_identity_first():
+    """Sixteen alike layers under other names have 16! orders: the first tries come at once, the identity first."""
+    from tutorial_lib.exercises._core import copy_assignments
+
+    torch.manual_seed(0)
+    src = nn.Sequential(*[nn.Linear(3, 3) for _ in range(16)])
+    dst = nn.ModuleDict({f"layer_{i}": nn.Linear(3, 3) for i in range(16)})
+    tries = copy_assignments(src, dst, limit=3)
+    next(tries)
+    assert all(torch.equal(dst[f"layer_{i}"].weight, src[i].weight) for i in range(16))
+    assert sum(1 for _ in tries) == 2  # the limit holds: three tries in all

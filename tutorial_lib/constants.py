@@ -1,4 +1,4 @@
-"""Constants shared across the library, in a module that imports nothing (so that losses and
+"""Constants shared across the library, in a module that imports only the standard library (so that losses and
 metrics can use them without pulling in the data pipeline's image libraries)."""
 
 from pathlib import Path
