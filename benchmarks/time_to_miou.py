@@ -26,12 +26,12 @@ logits back to the 360x480 label, void ignored), always in fp32.
 The engine's step event carries the model, the training-clock reading and the precision, which
 is all the callback needs.
 
-Levers of the recipe work that need engine support not there yet, so no recipe here uses them:
-evaluation at the full 360x480 padded to the grid (the engine resizes to the model's size),
-horizontal-flip test-time augmentation, OHEM or Lovasz-softmax losses, training crops smaller
-than the evaluation size (the model's input size is both), warmup as a fraction of the time
-budget (warmup is in epochs), and a wider or deeper ``tiny`` by name (``model_overrides`` works
-from Python, but the checkpoint card would need the new preset).
+Each recipe is evaluated with its own protocol (``eval_mode``, ``eval_flip`` of its config):
+the ``sliding`` recipes train on model-size crops of frames near full resolution and evaluate
+with model-size windows slid over the full-resolution frame (``tutorial_lib.evaluate``).
+Levers not measured here (no engine support): OHEM or Lovasz-softmax losses, warmup as a
+fraction of the time budget (warmup is in epochs), a wider or deeper ``tiny`` by name
+(``model_overrides`` works from Python, but the checkpoint card would need the new preset).
 
 Writes ``--out/<tag>.json`` (recipes, points, throughput, final per-class IoU, machine, load
 average at the start and end) and ``--out/<tag>.png`` (val mIoU against training minutes, one
@@ -72,6 +72,11 @@ RECIPES: dict[str, tuple[str, dict]] = {
                       "(0.73-1.47x) 352x480 crops of the full-resolution frames", {**_SHIPPED, "img_size": (352, 480)}),
     "hires": ("baseline at 288x384 (0.8x full resolution)", {**_SHIPPED, "img_size": (288, 384)}),
     "unweighted": ("baseline without class weights (plain CE + 0.5 Dice)", {**_SHIPPED, "class_weights": "none"}),
+    "sliding": ("baseline's model size on 192x256 crops of frames at 0.67-1.33x full resolution; evaluated "
+                "with 192x256 windows slid over the full-resolution frame (4 per frame)",
+                {**_SHIPPED, "eval_mode": "sliding", "scale": (0.67, 1.33)}),
+    "sliding-flip": ("sliding, evaluated with flip test-time augmentation too (8 passes per frame)",
+                     {**_SHIPPED, "eval_mode": "sliding", "scale": (0.67, 1.33), "eval_flip": True}),
 }
 DEFAULT_RECIPES = ("baseline", "fullres-crops")
 
@@ -119,18 +124,20 @@ def recipe_config(overrides: dict, *, minutes: float, data: str | None, seed: in
 # evaluation
 
 
-def val_subset(data: str | None, size, n: int | None):
-    """The val split at model size ``size``; with ``n``: ``n`` evenly spaced images of it."""
-    val = open_split(data, "val", transform=EvalTransform(size), progress=False)
+def val_subset(data: str | None, size, n: int | None, mode: str = "resize"):
+    """The val split at model size ``size`` (full resolution with ``mode`` "sliding"); with
+    ``n``: ``n`` evenly spaced images of it."""
+    val = open_split(data, "val", transform=EvalTransform(size if mode == "resize" else None), progress=False)
     if n is None or n >= len(val):
         return val
     return Subset(val, np.linspace(0, len(val) - 1, n).round().astype(int).tolist())
 
 
-def evaluate(model: torch.nn.Module, dataset, batch_size: int = 8) -> dict:
-    """``tutorial_lib.evaluate``'s metrics of ``model`` on ``dataset``, fp32 -> report."""
+def evaluate(model: torch.nn.Module, dataset, cfg: TrainConfig, batch_size: int = 8) -> dict:
+    """``tutorial_lib.evaluate``'s metrics of ``model`` on ``dataset``, fp32, with the recipe's
+    ``eval_mode`` and ``eval_flip`` -> report."""
     loader = DataLoader(dataset, batch_size=batch_size)
-    return metrics_report(evaluate_model(model, loader, precision="fp32"))
+    return metrics_report(evaluate_model(model, loader, precision="fp32", mode=cfg.eval_mode, flip=cfg.eval_flip))
 
 
 def _model_from(state: dict, model_cfg, device) -> torch.nn.Module:
@@ -159,14 +166,14 @@ def run_recipe(name: str, overrides: dict, *, minutes: float, eval_every: float,
     if snaps.copies and snaps.copies[-1][1] == snaps.steps:  # copied at the last step: the end point is it
         snaps.copies.pop()
     device = next(result.model.parameters()).device
-    subset = val_subset(data, snaps.model_config.img_size, max_val_images)
+    subset = val_subset(data, snaps.model_config.img_size, max_val_images, cfg.eval_mode)
     points = []
     for seconds, step, state in tqdm(snaps.copies, desc=f"{name}: val points", disable=not progress, leave=False):
-        report = evaluate(_model_from(state, snaps.model_config, device), subset)
+        report = evaluate(_model_from(state, snaps.model_config, device), subset, cfg)
         points.append(_point(seconds, step, cfg.batch_size, report, len(subset)))
-    points.append(_point(snaps.end, snaps.steps, cfg.batch_size, evaluate(result.model, subset), len(subset)))
-    final_set = val_subset(data, snaps.model_config.img_size, None) if full_val else subset
-    final = evaluate(result.model, final_set)
+    points.append(_point(snaps.end, snaps.steps, cfg.batch_size, evaluate(result.model, subset, cfg), len(subset)))
+    final_set = val_subset(data, snaps.model_config.img_size, None, cfg.eval_mode) if full_val else subset
+    final = evaluate(result.model, final_set, cfg)
     return {
         "points": points,
         "final": {"minutes": points[-1]["minutes"], "val_images": len(final_set), "miou": final["miou"],

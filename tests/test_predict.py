@@ -205,6 +205,9 @@ def test_onnx_engine_gives_the_same_masks(exported, model, frame, tmp_path):
     assert (a != b).mean() < 1e-4  # logits agree to ~1e-5: only near-ties may flip
     assert main([str(frame[0]), "--checkpoint", str(exported), "--engine", "onnx", "--out", str(tmp_path)]) == 0
     assert (np.asarray(Image.open(tmp_path / f"{frame[0].stem}_mask.png")) != b).mean() < 1e-4
+    # sliding windows and flip run on the exported model too (it takes model-size windows)
+    a = predict(engine, frame[1], resize="sliding", flip=True)
+    assert (a != predict(model, frame[1], resize="sliding", flip=True)).mean() < 1e-4
 
 
 def test_auto_engine(exported, tmp_path, monkeypatch, capsys):
@@ -225,3 +228,36 @@ def test_auto_engine(exported, tmp_path, monkeypatch, capsys):
     assert isinstance(load_predictor(exported, "auto", "cpu"), TorchModel)
     assert main([str(alone), "--checkpoint", str(exported), "--engine", "onnx", "--out", str(tmp_path / "o")]) == 2
     assert 'pip install -e ".[export]"' in capsys.readouterr().err
+
+
+# --- sliding windows and flip (the policy a checkpoint validated with) ---------------------
+
+def test_sliding_follows_the_sliding_evaluation_protocol(model, camvid, frame):
+    """resize="sliding" predicts what tutorial_lib.evaluate predicts with mode="sliding" (+ flip)."""
+    path, image, label = frame
+    dataset = camvid_split(camvid, "val", transform=EvalTransform(None), max_images=1, progress=False)
+    batch = [(dataset[0][0][None], dataset[0][1][None])]
+    for flip in (False, True):
+        reference = []
+        evaluate_model(model, batch, predictions=reference, channels_last=False, mode="sliding", flip=flip)
+        np.testing.assert_array_equal(predict(model, image, resize="sliding", flip=flip), reference[0])
+
+
+@pytest.mark.parametrize("size", [(100, 37), (360, 480), (500, 700)])
+def test_sliding_gives_a_mask_of_the_input_size(model, frame, size):
+    image = Image.fromarray(frame[1]).resize(size[::-1])
+    mask = predict(model, image, resize="sliding")
+    assert mask.shape == size and mask.max() < 11
+
+
+def test_the_default_policy_is_the_one_the_checkpoint_validated_with(model, frame):
+    from tutorial_lib.predict import policy
+
+    plain = TorchModel(model)
+    assert policy(plain) == ("stretch", False)
+    sliding = TorchModel(model, eval_mode="sliding", eval_flip=True)
+    assert policy(sliding) == ("sliding", True)
+    assert policy(sliding, "letterbox", False) == ("letterbox", False)  # what the caller asks wins
+    np.testing.assert_array_equal(predict(sliding, frame[1]), predict(model, frame[1], resize="sliding", flip=True))
+    with pytest.raises(ValueError, match="sliding"):
+        policy(plain, "tiles")

@@ -65,14 +65,70 @@ from .metrics import SegmentationMetrics
 from .runtime import PRECISIONS, autocast_context, move_batch, pick_device, prepare_model, resolve_precision
 
 __all__ = [
-    "SPLITS", "EvalTransform", "autocast_context", "available_splits", "camvid_split", "evaluate_checkpoint",
-    "evaluate_model", "format_table", "json_float", "main", "metrics_report", "predict_logits", "resolve_data_dir",
+    "EVAL_MODES", "SPLITS", "EvalTransform", "autocast_context", "available_splits", "camvid_split", "evaluate_checkpoint",
+    "evaluate_model", "format_table", "json_float", "main", "metrics_report", "predict_logits", "resolve_data_dir", "sliding_logits", "window_starts",
 ]
 
+#: How a model is run on a frame: "resize" the frame to the model's input size (the frame seen
+#: whole, at the model's resolution), or "sliding": model-size windows over the frame at its
+#: own resolution, their logits averaged where they overlap.
+EVAL_MODES = ("resize", "sliding")
+
+
+def input_size(model) -> tuple[int, int]:
+    """The (H, W) a model takes: ``model.config.img_size`` (a TransUNet) or ``model.img_size``."""
+    config = getattr(model, "config", None)
+    return tuple(config.img_size) if config is not None else tuple(model.img_size)
+
+
+def window_starts(length: int, window: int) -> list[int]:
+    """Offsets of the fewest ``window``-long windows that cover ``length``, spread evenly
+    (first at 0, last at ``length - window``), e.g. ``window_starts(360, 192) == [0, 168]``."""
+    if length <= window:
+        return [0]
+    n = math.ceil((length - window) / window) + 1
+    return [round(i * (length - window) / (n - 1)) for i in range(n)]
+
+
+def sliding_logits(model: nn.Module, images: torch.Tensor, window: Sequence[int]) -> torch.Tensor:
+    """(B, 3, H, W) at full resolution -> logits (B, C, H, W) in float32: the mean of the logits
+    of the ``window`` = (h, w) crops at ``window_starts`` offsets (a frame smaller than a window
+    is zero-padded at the bottom/right, i.e. with the mean colour, and the padding cut off)."""
+    h, w = int(window[0]), int(window[1])
+    height, width = images.shape[-2:]
+    images = F.pad(images, (0, max(w - width, 0), 0, max(h - height, 0)))
+    total = count = None
+    for top in window_starts(images.shape[-2], h):
+        for left in window_starts(images.shape[-1], w):
+            out = model(images[..., top:top + h, left:left + w]).float()
+            if total is None:
+                total = out.new_zeros(*out.shape[:2], *images.shape[-2:])
+                count = out.new_zeros(images.shape[-2:])
+            total[..., top:top + h, left:left + w] += out
+            count[top:top + h, left:left + w] += 1
+    return (total / count)[..., :height, :width]
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, out_size: Sequence[int] | None = None) -> torch.Tensor:
-    """Logits (B, C, H, W) in float32, bilinearly resized to ``out_size`` (the label's size) if given."""
-    logits = model(images).float()
+def predict_logits(model: nn.Module, images: torch.Tensor, out_size: Sequence[int] | None = None,
+                   mode: str = "resize", flip: bool = False) -> torch.Tensor:
+    """Logits (B, C, H, W) in float32, bilinearly resized to ``out_size`` (the label's size) if given.
+
+    ``model``: a TransUNet or any callable (B, 3, h, w) -> logits with an ``img_size``
+    (``tutorial_lib.predict``'s engines). ``mode`` "resize": ``images`` are at the model's
+    input size, one forward pass; "sliding":
+    ``images`` at any size, ``sliding_logits`` with model-size windows. ``flip``: the mean with
+    the logits of the left-right mirrored images, mirrored back (flip test-time augmentation).
+    """
+    if mode not in EVAL_MODES:
+        raise ValueError(f"mode must be one of {EVAL_MODES}, got {mode!r}")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return sliding_logits(model, x, input_size(model)) if mode == "sliding" else model(x).float()
+
+    logits = run(images)
+    if flip:
+        logits = (logits + run(images.flip(-1)).flip(-1)) / 2
     if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
         logits = F.interpolate(logits, size=tuple(out_size), mode="bilinear", align_corners=False)
     return logits
@@ -89,6 +145,8 @@ def evaluate_model(
     desc: str = "eval",
     predictions: list | None = None,
     channels_last: bool = True,
+    mode: str = "resize",
+    flip: bool = False,
 ) -> SegmentationMetrics:
     """Run ``model`` over ``batches`` of (images at model size, full-size labels); return the metrics.
 
@@ -112,7 +170,7 @@ def evaluate_model(
                                    dynamic_ncols=True, mininterval=1.0):
             images, labels = move_batch(images, labels, device, channels_last)
             with autocast_context(device, precision):
-                logits = predict_logits(model, images, labels.shape[-2:])
+                logits = predict_logits(model, images, labels.shape[-2:], mode, flip)
             pred = logits.argmax(dim=1)
             metrics.update(pred, labels)
             if predictions is not None:
@@ -173,14 +231,18 @@ def evaluate_checkpoint(
     device: str | torch.device | None = None,
     progress: bool = True,
     classes: str | os.PathLike | None = None,
+    mode: str | None = None,
+    flip: bool | None = None,
 ) -> dict:
     """Evaluate a checkpoint written by ``tutorial_lib.train`` on a split of CamVid or of a
     folder data set (``data``; ``classes``: its class table file, default ``DIR/classes.json``).
 
     ``img_size`` = (H, W) overrides the model's input size (position embeddings are
-    resized); by default the size it was trained at is used. Returns ``metrics_report``
-    plus ``split``, ``num_images``, ``img_size``, ``checkpoint``, ``precision``,
-    ``seconds`` and ``img_per_s``.
+    resized); by default the size it was trained at is used. ``mode`` ("resize" or "sliding")
+    and ``flip`` (``predict_logits``): by default the ones the run validated with (its
+    ``eval_mode``/``eval_flip``; "resize" without flip for older checkpoints). Returns
+    ``metrics_report`` plus ``split``, ``num_images``, ``img_size``, ``mode``, ``flip``,
+    ``checkpoint``, ``precision``, ``seconds`` and ``img_per_s``.
     """
     device = pick_device(device)
     precision = resolve_precision(precision, device)
@@ -189,14 +251,19 @@ def evaluate_checkpoint(
         model.resize_pos_embed(tuple(int(s) for s in img_size))
     model = prepare_model(model, device, channels_last=True)  # NHWC: faster convolutions on CPU and GPU
     size = tuple(model.config.img_size)
+    trained = meta.get("train_config") or {}
+    mode = mode if mode is not None else trained.get("eval_mode", "resize")
+    flip = flip if flip is not None else bool(trained.get("eval_flip", False))
+    if mode not in EVAL_MODES:
+        raise ValueError(f"mode must be one of {EVAL_MODES}, got {mode!r}")
     _check_class_count(data_class_table(data, classes), meta, model.config.num_classes)
-    dataset = open_split(data, split, classes, transform=EvalTransform(size, meta.get("mean", MEAN), meta.get("std", STD)),
+    dataset = open_split(data, split, classes, transform=EvalTransform(size if mode == "resize" else None, meta.get("mean", MEAN), meta.get("std", STD)),
                          max_images=max_images, progress=False)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda")
     start = time.perf_counter()
     metrics = evaluate_model(model, loader, len(meta["class_names"]), device, precision,
-                             progress=progress, desc=f"eval {split}")
+                             progress=progress, desc=f"eval {split}", mode=mode, flip=flip)
     seconds = time.perf_counter() - start
     report = metrics_report(metrics, meta["class_names"])
     report.update(
@@ -204,6 +271,8 @@ def evaluate_checkpoint(
         data=str(resolve_data_dir(data)),
         num_images=len(dataset),
         img_size=list(size),
+        mode=mode,
+        flip=flip,
         checkpoint=str(checkpoint),
         precision=precision,
         seconds=round(seconds, 2),
@@ -240,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--img-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="model input size (multiple of 16); default: the size it was trained at")
+    p.add_argument("--mode", choices=EVAL_MODES, default=None,
+                   help="resize: the frame resized to the model's input size; sliding: model-size windows "
+                        "over the full-resolution frame (default: what the run validated with)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the mirrored frame's prediction (default: what the run validated with)")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images of the split")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
@@ -255,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = evaluate_checkpoint(
             args.checkpoint, args.data, args.split, args.batch_size, args.img_size, args.workers,
             args.max_images, args.precision, args.device, progress=not args.no_progress, classes=args.classes,
+            mode=args.mode, flip=args.flip,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -263,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         print(f"{report['checkpoint']} on {report['data']} {report['split']} ({report['num_images']} images, "
-              f"model input {report['img_size'][0]}x{report['img_size'][1]}, labels at full resolution, "
+              f"model input {report['img_size'][0]}x{report['img_size'][1]}, {report['mode']}"
+              f"{' + flip' if report['flip'] else ''}, labels at full resolution, "
               f"{report['precision']}, {report['img_per_s']} img/s)")
         print(format_table(report))
     return 0

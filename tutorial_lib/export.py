@@ -81,17 +81,21 @@ class _Logits(nn.Module):
 
 
 def export_metadata(model: nn.Module, meta: dict | None = None, checkpoint_sha256: str | None = None) -> dict:
-    """What a predictor needs besides the graph: image size, mean/std, class names, source hash."""
+    """What a predictor needs besides the graph: image size, mean/std, class names, how the run
+    validated (``eval_mode``, ``eval_flip``), source hash."""
     from .data import CAMVID_CLASSES, MEAN, STD
 
     meta = meta or {}
     names = list(meta.get("class_names") or CAMVID_CLASSES[: model.config.num_classes])
+    trained = meta.get("train_config") or {}
     return {
         "img_size": list(model.config.img_size),
         "mean": [float(m) for m in meta.get("mean", MEAN)],
         "std": [float(s) for s in meta.get("std", STD)],
         "class_names": names,
         "num_classes": int(model.config.num_classes),
+        "eval_mode": trained.get("eval_mode", "resize"),
+        "eval_flip": bool(trained.get("eval_flip", False)),
         "checkpoint_sha256": checkpoint_sha256 or "",
     }
 
@@ -161,7 +165,8 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict:
 class OnnxModel:
     """An exported ONNX file run by ONNX Runtime: ``(B, 3, H, W)`` float32 -> logits tensor.
 
-    ``img_size``, ``mean``, ``std``, ``class_names`` come from the file's metadata.
+    ``img_size``, ``mean``, ``std``, ``class_names``, ``eval_mode``, ``eval_flip`` come from the
+    file's metadata.
     ``threads``: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``, so both
     engines use the same number of cores).
     """
@@ -189,6 +194,8 @@ class OnnxModel:
         self.img_size = tuple(self.metadata["img_size"])
         self.mean, self.std = self.metadata["mean"], self.metadata["std"]
         self.class_names = self.metadata["class_names"]
+        self.eval_mode = self.metadata.get("eval_mode", "resize")
+        self.eval_flip = bool(self.metadata.get("eval_flip", False))
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """(B, 3, H, W) -> logits (B, C, H, W), a CPU float32 tensor."""

@@ -15,7 +15,7 @@ with the class colours blended in), both at the input's own size. From Python::
 at (``config.img_size``, 192x256 for the shipped checkpoint; its learned position embeddings
 belong to that token grid, a multiple of the 16-pixel token stride). So
 
-* ``stretch`` (default): the image is resized to that size (area averaging when shrinking,
+* ``stretch``: the image is resized to that size (area averaging when shrinking,
   bilinear when enlarging), exactly as ``tutorial_lib.evaluate`` does for CamVid's 360x480
   frames, the protocol the model card's mIoU was measured with; the logits are resized back to
   the input's H x W (bilinear) and the argmax taken there. The aspect ratio changes when it
@@ -23,6 +23,13 @@ belong to that token grid, a multiple of the 16-pixel token stride). So
 * ``letterbox``: the image is scaled by one factor to fit inside the model's size (aspect ratio
   kept), padded at the bottom and right with the mean colour (0 after normalisation), and the
   logits of the un-padded region are resized back to H x W. Better for images far from 4:3.
+* ``sliding``: the image keeps its own size; model-size windows slide over it and their logits
+  are averaged where they overlap (``tutorial_lib.evaluate.sliding_logits``). For a model
+  trained on full-resolution crops (``--eval-mode sliding``), at the scale it was trained at.
+
+By default (``resize=None``) the policy is the one the checkpoint was validated with:
+``sliding`` for a run trained with ``--eval-mode sliding``, else ``stretch``; ``flip=None``
+likewise takes the run's ``--eval-flip`` (the mean with the mirrored image's prediction).
 
 **Image conversion rule** (``to_rgb``): 8-bit RGB is used as is; grayscale is repeated to three
 channels; palette images are expanded to their colours; an alpha channel is dropped (the colour
@@ -62,7 +69,7 @@ from .checkpoint import atomic_output
 from .export import MissingExtraError, OnnxModel, check_output_path, load_model
 from .runtime import move_images, pick_device, prepare_model
 
-RESIZE_POLICIES = ("stretch", "letterbox")
+RESIZE_POLICIES = ("stretch", "letterbox", "sliding")
 ENGINES = ("auto", "torch", "onnx")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "camvid_tiny.pt"
@@ -165,8 +172,8 @@ def prepare(rgb: np.ndarray, size: Sequence[int], mean=MEAN, std=STD,
             resize: str = "stretch") -> tuple[torch.Tensor, tuple[int, int]]:
     """(H, W, 3) uint8 -> normalised (3, h, w) at the model's ``size`` and the (h', w') region
     that holds the image (the rest is letterbox padding)."""
-    if resize not in RESIZE_POLICIES:
-        raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
+    if resize not in ("stretch", "letterbox"):
+        raise ValueError(f"prepare resizes with stretch or letterbox, got {resize!r}")
     h, w = int(size[0]), int(size[1])
     inner = (h, w)
     if resize == "letterbox":
@@ -189,7 +196,8 @@ def to_mask(logits: torch.Tensor, region: Sequence[int], size: Sequence[int]) ->
 class TorchModel:
     """A TransUNet as a predict engine: (B, 3, H, W) normalised -> logits (B, C, H, W)."""
 
-    def __init__(self, model: nn.Module, mean=MEAN, std=STD, class_names=None, channels_last: bool = False):
+    def __init__(self, model: nn.Module, mean=MEAN, std=STD, class_names=None, channels_last: bool = False,
+                 eval_mode: str = "resize", eval_flip: bool = False):
         self.device = next(model.parameters()).device
         # channels_last: faster convolutions; only for a model this object owns
         self.model = prepare_model(model.eval(), self.device, channels_last)
@@ -197,31 +205,52 @@ class TorchModel:
         self.img_size = tuple(model.config.img_size)
         self.mean, self.std = list(mean), list(std)
         self.class_names = list(class_names) if class_names else None
+        self.eval_mode, self.eval_flip = eval_mode, eval_flip  # how its run validated
 
+    @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.model, move_images(images, self.device, self.channels_last))
+        return self.model(move_images(images, self.device, self.channels_last)).float()
 
 
 def _engine(model) -> TorchModel | OnnxModel:
     return TorchModel(model) if isinstance(model, nn.Module) else model
 
 
-def predict_batch(model, images: Sequence, resize: str = "stretch") -> list[np.ndarray]:
-    """``predict`` for several images (any sizes) in one forward pass -> list of (H, W) masks."""
+def policy(engine, resize: str | None = None, flip: bool | None = None) -> tuple[str, bool]:
+    """(resize policy, flip) with the engine's own (how its run validated) where None."""
+    if resize is None:
+        resize = "sliding" if getattr(engine, "eval_mode", "resize") == "sliding" else "stretch"
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
+    return resize, bool(getattr(engine, "eval_flip", False)) if flip is None else flip
+
+
+def predict_batch(model, images: Sequence, resize: str | None = None, flip: bool | None = None) -> list[np.ndarray]:
+    """``predict`` for several images (any sizes) -> list of (H, W) masks: one forward pass for
+    all with stretch/letterbox, one sliding pass per image with sliding."""
     engine = _engine(model)
+    resize, flip = policy(engine, resize, flip)
     rgbs = [to_rgb(im) for im in images]
+    if resize == "sliding":
+        masks = []
+        for rgb in rgbs:
+            x = EvalTransform(None, engine.mean, engine.std)(rgb, _NO_LABEL)["image"][None]
+            logits = predict_logits(engine, x, mode="sliding", flip=flip)
+            masks.append(to_mask(logits[0], rgb.shape[:2], rgb.shape[:2]))
+        return masks
     prepared = [prepare(rgb, engine.img_size, engine.mean, engine.std, resize) for rgb in rgbs]
-    logits = engine(torch.stack([x for x, _ in prepared]))
+    logits = predict_logits(engine, torch.stack([x for x, _ in prepared]), flip=flip)
     return [to_mask(lg, region, rgb.shape[:2]) for lg, (_, region), rgb in zip(logits, prepared, rgbs)]
 
 
-def predict(model, image: Image.Image | np.ndarray, resize: str = "stretch") -> np.ndarray:
+def predict(model, image: Image.Image | np.ndarray, resize: str | None = None, flip: bool | None = None) -> np.ndarray:
     """Class-index mask (H, W) uint8 of one image (PIL image or (H, W, 3) uint8 array, any size).
 
     ``model``: a TransUNet (inputs normalised with the ImageNet mean/std), a ``TorchModel``
-    (own mean/std) or an ``OnnxModel``. ``resize``: "stretch" or "letterbox" (module docstring).
+    (own mean/std) or an ``OnnxModel``. ``resize``: "stretch", "letterbox" or "sliding";
+    ``flip``: flip test-time augmentation; None: the checkpoint's own (module docstring).
     """
-    return predict_batch(model, [image], resize)[0]
+    return predict_batch(model, [image], resize, flip)[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -238,7 +267,10 @@ def load_predictor(checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT, engine: s
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     model, meta = load_model(checkpoint, pick_device(device))
-    torch_engine = TorchModel(model, meta["mean"], meta["std"], meta["class_names"], channels_last=True)
+    trained = meta.get("train_config") or {}
+    torch_engine = TorchModel(model, meta["mean"], meta["std"], meta["class_names"], channels_last=True,
+                              eval_mode=trained.get("eval_mode", "resize"),
+                              eval_flip=bool(trained.get("eval_flip", False)))
     onnx = Path(onnx) if onnx is not None else Path(checkpoint).with_suffix(".onnx")
     on_cpu = next(model.parameters()).device.type == "cpu"
     if engine == "torch" or (engine == "auto" and not (on_cpu and ONNX_FASTER_ON_CPU and onnx.is_file())):
@@ -288,8 +320,8 @@ def _save_png(array: np.ndarray, path: Path) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
 
 
-def run(files: Sequence[Path], engine, out: Path, batch_size: int = 1, resize: str = "stretch",
-        alpha: float = 0.5, progress: bool = True) -> tuple[int, list[str]]:
+def run(files: Sequence[Path], engine, out: Path, batch_size: int = 1, resize: str | None = None,
+        alpha: float = 0.5, progress: bool = True, flip: bool | None = None) -> tuple[int, list[str]]:
     """Predict ``files`` in batches and write the PNGs; returns (images written, error messages)."""
     names = output_names(files)
     out.mkdir(parents=True, exist_ok=True)
@@ -306,7 +338,7 @@ def run(files: Sequence[Path], engine, out: Path, batch_size: int = 1, resize: s
                 errors.append(str(err))
                 bar.update(1)
         if batch:
-            masks = predict_batch(engine, [rgb for rgb, _ in batch], resize)
+            masks = predict_batch(engine, [rgb for rgb, _ in batch], resize, flip)
             for (rgb, name), mask in zip(batch, masks):
                 _save_png(mask, out / f"{name}_mask.png")
                 _save_png(overlay(rgb, mask, alpha, colors), out / f"{name}_overlay.png")
@@ -325,10 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "both at the input's own size (any H x W).",
         epilog=(
             "resizing (--resize): the model runs at the size it was trained at (192x256 for the shipped\n"
-            "checkpoint). stretch (default): resize the image to it (area when shrinking, bilinear when\n"
+            "checkpoint). stretch: resize the image to it (area when shrinking, bilinear when\n"
             "enlarging; the evaluation protocol), resize the logits back to the input's H x W (bilinear),\n"
             "argmax. letterbox: scale to fit keeping the aspect ratio, pad bottom/right with the mean\n"
-            "colour, crop the padding off the logits, resize back.\n"
+            "colour, crop the padding off the logits, resize back. sliding: model-size windows over the\n"
+            "image at its own size, logits averaged where they overlap. Default: the policy the checkpoint\n"
+            "was validated with (sliding for --eval-mode sliding runs, else stretch), and its --eval-flip.\n"
             "images: grayscale -> repeated to RGB; palette -> its colours; alpha dropped; CMYK/YCbCr ->\n"
             "RGB; 16-bit -> the high byte (value >> 8); floating-point images are refused.\n"
             "engines: auto (default) uses ONNX Runtime on the CPU when the --onnx file exists and was exported\n"
@@ -350,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--batch-size", type=_positive, default=1,
                    help="images per forward pass (default 1: faster per image than 8 on the CPU, see above)")
-    p.add_argument("--resize", choices=RESIZE_POLICIES, default="stretch", help="see below")
+    p.add_argument("--resize", choices=RESIZE_POLICIES, default=None, help="see below")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the mirrored image's prediction (default: as the checkpoint was validated)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours in the overlay")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -371,10 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         output_names(files)
         engine = load_predictor(args.checkpoint, args.engine, args.device, args.onnx)
         kind = "ONNX Runtime" if isinstance(engine, OnnxModel) else "PyTorch"
+        resize, flip = policy(engine, args.resize, args.flip)
         print(f"{len(files)} image(s), {kind}, model input {engine.img_size[0]}x{engine.img_size[1]}, "
-              f"resize {args.resize}", file=sys.stderr)
-        written, errors = run(files, engine, Path(args.out), args.batch_size, args.resize, args.alpha,
-                              not args.no_progress)
+              f"resize {resize}{' + flip' if flip else ''}", file=sys.stderr)
+        written, errors = run(files, engine, Path(args.out), args.batch_size, resize, args.alpha,
+                              not args.no_progress, flip)
     except (OSError, ValueError, MissingExtraError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -231,3 +231,53 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(camvid, tmp_path, 
     monkeypatch.setattr(checkpoint_module.torch, "save", real_save)  # space again: resume finishes the run
     resumed = train(small_config(camvid, out, epochs=3, resume=True))
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+
+
+# --- sliding-window validation ---------------------------------------------------------------
+
+def test_sliding_validation_is_what_evaluate_reproduces_by_default(camvid, tmp_path):
+    """A run with eval_mode="sliding" + flip validates on full-resolution frames; the checkpoint
+    remembers it, so evaluate (and predict) use the same protocol without being told."""
+    result = train(small_config(camvid, tmp_path / "run", epochs=1, eval_mode="sliding", eval_flip=True))
+    last = result.history[-1]
+    report = evaluate_checkpoint(result.last_checkpoint, camvid, "val", progress=False, precision="fp32")
+    assert (report["mode"], report["flip"]) == ("sliding", True)
+    assert report["miou"] == pytest.approx(last["val_miou"], abs=1e-12)
+    resized = evaluate_checkpoint(result.last_checkpoint, camvid, "val", progress=False, precision="fp32",
+                                  mode="resize", flip=False)
+    assert (resized["mode"], resized["flip"]) == ("resize", False)
+
+
+def test_sliding_scales_training_crops_relative_to_full_resolution(camvid):
+    from tutorial_lib.train.distributed import Dist
+    from tutorial_lib.train.loaders import train_data
+
+    def scale_limit(**kw):
+        cfg = small_config(camvid, "unused", scale=(0.5, 1.0), **kw)
+        data = train_data(cfg, MODEL_HW, Dist(), progress=False)
+        return data.augmented.transform.transforms[0].scale_limit
+
+    assert scale_limit(eval_mode="sliding") == pytest.approx((-0.5, 0.0))  # frames at 0.5-1.0x their size
+    base = 0.5 * (32 / 40 + 48 / 60)  # resize: relative to the frame shrunk to the model's input
+    assert scale_limit() == pytest.approx((0.5 * base - 1.0, base - 1.0))
+
+
+def test_validation_time_does_not_count_as_training_time(camvid, tmp_path, monkeypatch):
+    import tutorial_lib.train.engine as engine_module
+
+    real = engine_module.evaluate_model
+
+    def slow_validation(*args, **kwargs):
+        import time
+
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "evaluate_model", slow_validation)
+    events = []
+    train(small_config(camvid, tmp_path / "run"), callback=events.append)
+    steps = [e for e in events if e["event"] == "step"]
+    first_of_epoch_2 = next(i for i, e in enumerate(steps) if e["epoch"] == 2)
+    gap = steps[first_of_epoch_2]["elapsed"] - steps[first_of_epoch_2 - 1]["elapsed"]
+    step = steps[1]["elapsed"] - steps[0]["elapsed"]
+    assert gap < 1.0 and gap < 5 * step + 0.2  # one step's time, not the 1 s validation in between

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..data import ClassTable, data_class_table
+from ..evaluate import EVAL_MODES
 from ..runtime import PRECISIONS
 from ..transunet import BASELINE_PRESETS, PRESETS, TransUNetConfig, get_config
 
@@ -84,9 +85,15 @@ class TrainConfig:
     workers: int = option(0, "data-loader worker processes", group="data")
     augment: bool = option(True, "random rescale, crop, flip and colour jitter (without: just resize)",
                            group="data")
-    scale: tuple[float, float] = option((0.75, 1.5), "random rescale range, relative to the evaluation scale",
-                                        group="data", metavar=("LO", "HI"))
+    scale: tuple[float, float] = option(
+        (0.75, 1.5), "random rescale range, relative to the evaluation scale (the model's input size with "
+        "--eval-mode resize, full resolution with sliding)", group="data", metavar=("LO", "HI"))
     color_jitter: float = option(0.3, "colour jitter strength (0: off)", group="data")
+    eval_mode: str = option(
+        "resize", "how validation, evaluate and predict run the model on a frame: resize it to the model's "
+        "input size, or slide model-size windows over it at full resolution", group="data", choices=EVAL_MODES)
+    eval_flip: bool = option(False, "validate with flip test-time augmentation (mean with the mirrored "
+                             "frame's prediction)", group="data")
     # optimisation
     epochs: int = option(30, "number of epochs (a cap with --time-limit)", group="optimisation")
     batch_size: int = option(8, "images per step, per process", group="optimisation")

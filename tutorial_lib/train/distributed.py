@@ -74,10 +74,30 @@ def all_sum(tensor: torch.Tensor, d: Dist, device: torch.device) -> torch.Tensor
     return t.to(tensor.device)
 
 
+def standard_strides_where_layouts_agree(model: nn.Module) -> int:
+    """Give every parameter that is contiguous in both layouts (a 1x1 convolution's
+    (C_out, C_in, 1, 1) weight after ``channels_last``: strides (C_in, 1, C_in, C_in) vs
+    (C_in, 1, 1, 1), the same bytes in the same order) the standard strides -> their count.
+
+    DDP builds its gradient buckets with standard strides for a parameter that
+    ``is_contiguous()``, but autograd creates the gradient with the parameter's own strides; the
+    reducer compares strides literally, warns "Grad strides do not match bucket view strides" and
+    copies the gradient every step. Same memory, same values: only the stride labels change.
+    """
+    changed = 0
+    for p in model.parameters():
+        standard = torch.empty(p.shape).stride()
+        if p.is_contiguous() and p.stride() != standard:
+            p.data = p.data.clone(memory_format=torch.contiguous_format)
+            changed += 1
+    return changed
+
+
 def wrap_model(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
     """``model`` in DistributedDataParallel when several processes train, else itself."""
     if not d.active:
         return model
+    standard_strides_where_layouts_agree(model)
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 

@@ -89,11 +89,12 @@ def _train(cfg: TrainConfig, callback, d: Dist, device: torch.device) -> TrainRe
     run.clock.start_session()
     for epoch in range(run.start_epoch, cfg.epochs + 1):
         stats = _train_epoch(run, epoch, callback)
-        val_report, val_seconds = _validate(run, epoch)
-        record = _record(run, epoch, stats, val_report, val_seconds)
-        if d.main:
-            _save(run, epoch, record, val_report)
-            _announce(run, record, callback)
+        with run.clock.paused():  # the time budget is training time
+            val_report, val_seconds = _validate(run, epoch)
+            record = _record(run, epoch, stats, val_report, val_seconds)
+            if d.main:
+                _save(run, epoch, record, val_report)
+                _announce(run, record, callback)
         if run.time_up:
             break
     barrier(d)
@@ -246,7 +247,8 @@ def _validate(run: Run, epoch: int) -> tuple[dict | None, float]:
         return None, 0.0
     started = time.perf_counter()
     metrics = evaluate_model(run.model, run.val_loader, run.model_cfg.num_classes, run.device, run.precision,
-                             progress=run.show, desc=f"val {epoch}", channels_last=cfg.channels_last)
+                             progress=run.show, desc=f"val {epoch}", channels_last=cfg.channels_last,
+                             mode=cfg.eval_mode, flip=cfg.eval_flip)
     metrics.cm = all_sum(metrics.cm, run.d, run.device)
     report = metrics_report(metrics, run.class_names)
     if report["miou"] is not None and (run.best_miou is None or report["miou"] > run.best_miou):

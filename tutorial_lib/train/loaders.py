@@ -62,8 +62,11 @@ class SeededAugmentation(Dataset):
         return self.dataset[index]
 
 
-def eval_scale(dataset, size: Sequence[int]) -> float:
-    """How much evaluation shrinks an image of this data set to the model's input size."""
+def eval_scale(dataset, size: Sequence[int], mode: str = "resize") -> float:
+    """How much evaluation shrinks an image of this data set: to the model's input size
+    (``mode`` "resize"), not at all ("sliding": model-size windows at full resolution)."""
+    if mode == "sliding":
+        return 1.0
     h, w = dataset.load_label(0).shape
     return 0.5 * (size[0] / h + size[1] / w)
 
@@ -95,7 +98,7 @@ def train_data(cfg: TrainConfig, size: Sequence[int], d: Dist, progress: bool) -
     dataset = open_split(cfg.data, "train", cfg.classes, cache=cfg.cache, max_images=cfg.max_images,
                          progress=progress)
     if cfg.augment:
-        base = eval_scale(dataset, size)
+        base = eval_scale(dataset, size, cfg.eval_mode)
         transform = train_transform(size, scale=(base * cfg.scale[0], base * cfg.scale[1]),
                                     color_jitter=cfg.color_jitter or None)
     else:
@@ -112,7 +115,8 @@ def val_loader(cfg: TrainConfig, size: Sequence[int], d: Dist, device: torch.dev
     """This process's share of the validation split (None with ``max_val_images=0``)."""
     if cfg.max_val_images == 0:
         return None
-    dataset = open_split(cfg.data, "val", cfg.classes, transform=EvalTransform(size), cache=cfg.cache,
+    dataset = open_split(cfg.data, "val", cfg.classes, transform=EvalTransform(size if cfg.eval_mode == "resize" else None),
+                           cache=cfg.cache,
                          max_images=cfg.max_val_images, progress=progress)
     return DataLoader(shard(dataset, d), batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
                       pin_memory=device.type == "cuda")

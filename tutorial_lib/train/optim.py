@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -72,8 +74,17 @@ class RunClock:
         self.started = time.perf_counter()
 
     def read(self) -> float:
-        """This process's reading: ``base`` + seconds since this session started."""
+        """This process's reading: ``base`` + seconds since this session started (pauses excluded)."""
         return self.base + time.perf_counter() - self.started
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The time spent inside does not count as training (validation, checkpoint writing)."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.started += time.perf_counter() - began
 
     @property
     def up(self) -> bool:
