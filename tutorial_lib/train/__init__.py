@@ -65,12 +65,16 @@ Recipe and why
 * Time budget: ``--time-limit MINUTES`` makes the poly/cosine decay follow the fraction of
   the budget used (or of the steps, whichever is further) and stops when the time is up,
   so a run on a shared or slow machine still ends with a fully annealed learning rate.
+  The budget is training time: set-up, validation and checkpoint writing are not counted.
 * Augmentation: random rescale around the evaluation scale, random crop of the model's
   input size (padding is void), horizontal flip, colour jitter
   (``tutorial_lib.data.train_transform``, in ``loaders.py``). Each sample's augmentation is seeded by
   (seed, epoch, index), so it does not depend on workers, ranks or resuming.
 * Validation: full-resolution labels (``tutorial_lib.evaluate``): image resized to the
-  model's input size, logits resized back, argmax, confusion matrix over the split.
+  model's input size, logits resized back, argmax, confusion matrix over the split
+  (``--eval-mode sliding``: model-size windows over the full-resolution frame instead;
+  ``--eval-flip``: the mean with the mirrored frame's logits). The checkpoint remembers both,
+  so ``tutorial_lib.evaluate`` and ``tutorial_lib.predict`` use them by default.
 * Precision: ``--precision auto`` = bf16 autocast on a GPU with bf16 (fp16 + GradScaler on
   an older GPU) and on a CPU with native bf16 (``avx512_bf16`` or ``amx_bf16``), else fp32.
   On a CPU without them bf16 is emulated and slower than fp32. On a CPU shared with other

@@ -127,8 +127,9 @@ class TrainConfig:
     overwrite: bool = option(False, "start over in an OUT that already holds a run", group="run")
     val_every: int = option(1, "validate every N epochs (and after the last one)", group="run", metavar="N")
     time_limit: float | None = option(
-        None, "training time budget in minutes (seconds in Python): the lr schedule follows the fraction "
-        "of it used and training stops when it is up", group="run", metavar="MINUTES",
+        None, "training time budget in minutes (seconds in Python; set-up, validation and checkpoint writing "
+        "not counted): the lr schedule follows the fraction of it used and training stops when it is up",
+        group="run", metavar="MINUTES",
         from_cli=lambda minutes: 60.0 * minutes)
     progress: bool = option(True, "progress bars (rank 0 only)", group="run")
 
