@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,25 @@ def test_shipped_checkpoint_on_the_first_val_images():
     assert report["num_images"] == 24
     assert report["miou"] == pytest.approx(0.5475, abs=2e-3)
     assert report["pixel_accuracy"] == pytest.approx(0.8365, abs=2e-3)
+
+
+def card_numbers() -> dict:
+    """The headline and per-class val IoU the model card (checkpoints/README.md) states, as fractions."""
+    card = (SHIPPED.parent / "README.md").read_text()
+    headline = re.search(r"\| val mIoU \| \*\*([\d.]+) %\*\*", card)
+    rows = dict(re.findall(r"^\| (\w+) \| \*\*([\d.]+)\*\* \|", card, flags=re.M))
+    return {"miou": float(headline.group(1)) / 100, **{k: float(v) / 100 for k, v in rows.items()}}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(camvid_dir() is None, reason="CamVid not available")
+def test_the_evaluation_command_reproduces_the_model_card(capsys):
+    """`python -m tutorial_lib.evaluate --checkpoint checkpoints/camvid_tiny.pt --split val --json`, with no other
+    option, gives the card's mIoU and per-class IoU (the checkpoint carries its protocol: resize + flip)."""
+    stated = card_numbers()
+    assert main(["--checkpoint", str(SHIPPED), "--split", "val", "--json", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["num_images"] == 101 and report["flip"] is True
+    assert report["miou"] == pytest.approx(stated["miou"], abs=5e-5)  # the card prints 2 decimals of a percent
+    for name in CAMVID_CLASSES:
+        assert report["per_class_iou"][name] == pytest.approx(stated[name], abs=5e-5), name

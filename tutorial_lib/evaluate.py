@@ -227,7 +227,7 @@ def evaluate_checkpoint(
     img_size: Sequence[int] | None = None,
     workers: int = 0,
     max_images: int | None = None,
-    precision: str = "auto",
+    precision: str = "fp32",
     device: str | torch.device | None = None,
     progress: bool = True,
     classes: str | os.PathLike | None = None,
@@ -238,7 +238,9 @@ def evaluate_checkpoint(
     folder data set (``data``; ``classes``: its class table file, default ``DIR/classes.json``).
 
     ``img_size`` = (H, W) overrides the model's input size (position embeddings are
-    resized); by default the size it was trained at is used. ``mode`` ("resize" or "sliding")
+    resized); by default the size it was trained at is used. ``precision``: fp32 by default, so
+    that the metrics are the same on every machine (up to float rounding); "auto" uses bf16/fp16
+    where the device computes it natively. ``mode`` ("resize" or "sliding")
     and ``flip`` (``predict_logits``): by default the ones the run validated with (its
     ``eval_mode``/``eval_flip``; "resize" without flip for older checkpoints). Returns
     ``metrics_report`` plus ``split``, ``num_images``, ``img_size``, ``mode``, ``flip``,
@@ -316,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average with the mirrored frame's prediction (default: what the run validated with)")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     p.add_argument("--max-images", type=int, default=None, help="only the first N images of the split")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (default: the same metrics on every machine, up to float rounding) or auto "
+                        "(bf16/fp16 where the device computes it natively: faster, and a few pixels may differ)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object (the last line)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
