@@ -182,7 +182,7 @@ def test_missing_or_foreign_checkpoint(camvid, tmp_path, capsys):
 # --- the shipped checkpoint ---------------------------------------------------------------
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "camvid_tiny.pt"
-SHIPPED_VAL_MIOU = 0.5562  # checkpoints/README.md
+SHIPPED_VAL_MIOU = 0.6634  # checkpoints/README.md (flip test-time augmentation, the checkpoint's protocol)
 
 
 def test_shipped_checkpoint_loads_with_its_metadata():
