@@ -12,6 +12,7 @@ from PIL import Image
 from tutorial_lib.data import CAMVID_COLORS, IGNORE_INDEX, camvid_dir, make_synthetic_camvid
 from tutorial_lib.evaluate import EvalTransform, camvid_split, evaluate_model
 from tutorial_lib.export import OnnxModel, export_checkpoint_file, load_model
+from tutorial_lib.train import read_checkpoint
 from tutorial_lib.predict import (
     ImageError, TorchModel, load_predictor, main, overlay, predict, predict_batch, prepare, read_image, to_rgb,
 )
@@ -144,7 +145,9 @@ def test_cli_on_a_folder_writes_masks_and_overlays_at_each_size(model, frame, tm
         "a_mask.png", "a_overlay.png", "b_mask.png", "b_overlay.png", "c_gray_mask.png", "c_gray_overlay.png"]
     mask = Image.open(out / "a_mask.png")
     assert mask.mode == "L" and mask.size == (480, 360)
-    np.testing.assert_array_equal(np.asarray(mask), predict(model, frame[1]))
+    # the command follows the checkpoint's protocol (flip test-time augmentation); the bare model needs flip=True
+    assert read_checkpoint(CHECKPOINT)["train_config"]["eval_flip"] is True
+    np.testing.assert_array_equal(np.asarray(mask), predict(model, frame[1], flip=True))
     assert Image.open(out / "b_mask.png").size == (410, 150)
     assert Image.open(out / "b_overlay.png").mode == "RGB"
 
@@ -200,8 +203,9 @@ def exported(tmp_path_factory):
 def test_onnx_engine_gives_the_same_masks(exported, model, frame, tmp_path):
     engine = load_predictor(exported, "onnx", "cpu")
     assert isinstance(engine, OnnxModel)
+    assert (engine.eval_mode, engine.eval_flip) == ("resize", True)  # the checkpoint's protocol, in the file
     a = predict(engine, frame[1])
-    b = predict(model, frame[1])
+    b = predict(model, frame[1], flip=True)
     assert (a != b).mean() < 1e-4  # logits agree to ~1e-5: only near-ties may flip
     assert main([str(frame[0]), "--checkpoint", str(exported), "--engine", "onnx", "--out", str(tmp_path)]) == 0
     assert (np.asarray(Image.open(tmp_path / f"{frame[0].stem}_mask.png")) != b).mean() < 1e-4
