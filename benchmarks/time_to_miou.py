@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.speed import loadavg, machine_info
 from tutorial_lib.data import EvalTransform, camvid_dir, open_split, resolve_data_dir
-from tutorial_lib.evaluate import evaluate_model, metrics_report
+from tutorial_lib.evaluate import eval_input_size, evaluate_model, metrics_report
 from tutorial_lib.runtime import prepare_model
 from tutorial_lib.train import TrainConfig, train
 from tutorial_lib.transunet import TransUNet
@@ -130,7 +130,7 @@ def recipe_config(overrides: dict, *, minutes: float, data: str | None, seed: in
 def val_subset(data: str | None, size, n: int | None, mode: str = "resize"):
     """The val split at model size ``size`` (full resolution with ``mode`` "sliding"); with
     ``n``: ``n`` evenly spaced images of it."""
-    val = open_split(data, "val", transform=EvalTransform(size if mode == "resize" else None), progress=False)
+    val = open_split(data, "val", transform=EvalTransform(eval_input_size(mode, size)), progress=False)
     if n is None or n >= len(val):
         return val
     return Subset(val, np.linspace(0, len(val) - 1, n).round().astype(int).tolist())

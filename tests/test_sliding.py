@@ -86,3 +86,12 @@ def test_predict_logits_rejects_an_unknown_mode():
     assert EVAL_MODES == ("resize", "sliding")
     with pytest.raises(ValueError, match="resize"):
         predict_logits(Pointwise(), torch.zeros(1, 3, 32, 48), mode="tiles")
+
+
+def test_eval_input_size_per_mode():
+    from tutorial_lib.evaluate import eval_input_size
+
+    assert eval_input_size("resize", [192, 256]) == (192, 256)
+    assert eval_input_size("sliding", (192, 256)) is None  # the frame keeps its own size
+    with pytest.raises(ValueError, match="sliding"):
+        eval_input_size("tiles", (192, 256))

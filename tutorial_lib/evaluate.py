@@ -66,7 +66,7 @@ from .runtime import PRECISIONS, autocast_context, move_batch, pick_device, prep
 
 __all__ = [
     "EVAL_MODES", "SPLITS", "EvalTransform", "autocast_context", "available_splits", "camvid_split", "evaluate_checkpoint",
-    "evaluate_model", "format_table", "json_float", "main", "metrics_report", "predict_logits", "resolve_data_dir", "sliding_logits", "window_starts",
+    "eval_input_size", "evaluate_model", "format_table", "json_float", "main", "metrics_report", "predict_logits", "resolve_data_dir", "sliding_logits", "window_starts",
 ]
 
 #: How a model is run on a frame: "resize" the frame to the model's input size (the frame seen
@@ -79,6 +79,14 @@ def input_size(model) -> tuple[int, int]:
     """The (H, W) a model takes: ``model.config.img_size`` (a TransUNet) or ``model.img_size``."""
     config = getattr(model, "config", None)
     return tuple(config.img_size) if config is not None else tuple(model.img_size)
+
+
+def eval_input_size(mode: str, size: Sequence[int]) -> tuple[int, int] | None:
+    """The size ``EvalTransform`` resizes a frame to for ``mode``: the model's input ``size``
+    ("resize"), or None, the frame's own size ("sliding": windows are cut from it)."""
+    if mode not in EVAL_MODES:
+        raise ValueError(f"mode must be one of {EVAL_MODES}, got {mode!r}")
+    return (int(size[0]), int(size[1])) if mode == "resize" else None
 
 
 def window_starts(length: int, window: int) -> list[int]:
@@ -256,10 +264,8 @@ def evaluate_checkpoint(
     trained = meta.get("train_config") or {}
     mode = mode if mode is not None else trained.get("eval_mode", "resize")
     flip = flip if flip is not None else bool(trained.get("eval_flip", False))
-    if mode not in EVAL_MODES:
-        raise ValueError(f"mode must be one of {EVAL_MODES}, got {mode!r}")
     _check_class_count(data_class_table(data, classes), meta, model.config.num_classes)
-    dataset = open_split(data, split, classes, transform=EvalTransform(size if mode == "resize" else None, meta.get("mean", MEAN), meta.get("std", STD)),
+    dataset = open_split(data, split, classes, transform=EvalTransform(eval_input_size(mode, size), meta.get("mean", MEAN), meta.get("std", STD)),
                          max_images=max_images, progress=False)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda")

@@ -31,6 +31,7 @@ from ..data import (
     resolve_data_dir,
     train_transform,
 )
+from ..evaluate import eval_input_size
 from .config import TrainConfig
 from .distributed import Dist, all_sum, shard
 
@@ -115,7 +116,7 @@ def val_loader(cfg: TrainConfig, size: Sequence[int], d: Dist, device: torch.dev
     """This process's share of the validation split (None with ``max_val_images=0``)."""
     if cfg.max_val_images == 0:
         return None
-    dataset = open_split(cfg.data, "val", cfg.classes, transform=EvalTransform(size if cfg.eval_mode == "resize" else None),
+    dataset = open_split(cfg.data, "val", cfg.classes, transform=EvalTransform(eval_input_size(cfg.eval_mode, size)),
                            cache=cfg.cache,
                          max_images=cfg.max_val_images, progress=progress)
     return DataLoader(shard(dataset, d), batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
