@@ -95,8 +95,8 @@ class _Handler(BaseHTTPRequestHandler):
             server.cut_next = False
             body = body[: len(body) // 2]
             self.close_connection = True
+        server.sent += len(body)  # counted before writing: the client may finish reading before this thread resumes
         self.wfile.write(body)
-        server.sent += len(body)
 
     def log_message(self, *args):
         pass
