@@ -270,7 +270,7 @@ def test_validation_time_does_not_count_as_training_time(camvid, tmp_path, monke
     def slow_validation(*args, **kwargs):
         import time
 
-        time.sleep(1.0)
+        time.sleep(3.0)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine_module, "evaluate_model", slow_validation)
@@ -279,5 +279,5 @@ def test_validation_time_does_not_count_as_training_time(camvid, tmp_path, monke
     steps = [e for e in events if e["event"] == "step"]
     first_of_epoch_2 = next(i for i, e in enumerate(steps) if e["epoch"] == 2)
     gap = steps[first_of_epoch_2]["elapsed"] - steps[first_of_epoch_2 - 1]["elapsed"]
-    step = steps[1]["elapsed"] - steps[0]["elapsed"]
-    assert gap < 1.0 and gap < 5 * step + 0.2  # one step's time, not the 1 s validation in between
+    # one step's time (milliseconds), not the 3 s validation in between; the margin absorbs a loaded CI machine
+    assert gap < 1.5, gap
