@@ -73,6 +73,8 @@ RECIPES: dict[str, tuple[str, dict]] = {
                       "(0.73-1.47x) 352x480 crops of the full-resolution frames", {**_FIRST, "img_size": (352, 480)}),
     "hires": ("baseline at 288x384 (0.8x full resolution)", {**_FIRST, "img_size": (288, 384)}),
     "unweighted": ("baseline without class weights (plain CE + 0.5 Dice)", {**_FIRST, "class_weights": "none"}),
+    "ohem": ("unweighted with online hard example mining in the CE term: only pixels whose true-class "
+             "probability is below 0.7 (at least 1/16 of them)", {**_FIRST, "class_weights": "none", "ohem": 0.7}),
     "shipped": ("the shipped checkpoint's recipe: unweighted, validated with flip test-time augmentation",
                 {**_FIRST, "class_weights": "none", "eval_flip": True}),
     "sliding": ("baseline's model size on 192x256 crops of frames at 0.67-1.33x full resolution; evaluated "

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tutorial_lib.data import IGNORE_INDEX
-from tutorial_lib.losses import DiceLoss, SegmentationLoss, dice_loss, dice_per_class_loss
+from tutorial_lib.losses import DiceLoss, SegmentationLoss, dice_loss, dice_per_class_loss, ohem_cross_entropy
 
 
 def official_dice(logits, target, num_classes):
@@ -99,3 +99,45 @@ def test_low_precision_logits_are_computed_in_float32_and_bad_arguments_rejected
         SegmentationLoss(1.5)
     with pytest.raises(ValueError, match="expected logits"):
         dice_loss(logits, target[0])
+
+
+def _pixels_with_true_class_probability(probs):
+    """(1, 2, 1, len(probs)) logits whose pixel i gives class 0 probability probs[i]; target all class 0."""
+    p = torch.tensor(probs, dtype=torch.float64)
+    logits = torch.stack([p.log(), (1 - p).log()]).reshape(1, 2, 1, -1)
+    return logits, torch.zeros(1, 1, len(probs), dtype=torch.long)
+
+
+def test_ohem_keeps_the_pixels_below_the_threshold_or_else_the_hardest_share():
+    probs = [0.9, 0.8, 0.6, 0.5, 0.95, 0.3] + [0.99] * 10  # 16 pixels: 3 below 0.7
+    logits, target = _pixels_with_true_class_probability(probs)
+    target[0, 0, 1] = IGNORE_INDEX  # a void pixel (p = 0.8) takes no part
+    hard = -torch.log(torch.tensor([0.6, 0.5, 0.3], dtype=torch.float64))
+    torch.testing.assert_close(ohem_cross_entropy(logits, target, 0.7), hard.mean())
+    # fewer hard pixels than the share kept at least: the hardest share of the 15 valid pixels, by loss
+    hardest_five = -torch.log(torch.tensor([0.3, 0.5, 0.6, 0.9, 0.95], dtype=torch.float64))
+    torch.testing.assert_close(ohem_cross_entropy(logits, target, 0.7, min_kept=1 / 3), hardest_five.mean())
+    torch.testing.assert_close(ohem_cross_entropy(logits, target, 0.1), -math.log(0.3) * torch.ones((), dtype=torch.float64))
+
+
+def test_ohem_at_threshold_one_is_pytorchs_cross_entropy_with_weights_and_void():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 6, 6, generator=g)
+    target = torch.randint(0, 4, (2, 6, 6), generator=g)
+    target[:, 0, :3] = IGNORE_INDEX
+    weights = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    for w in (None, weights):
+        torch.testing.assert_close(ohem_cross_entropy(logits, target, 1.0, weight=w),
+                                   F.cross_entropy(logits, target, weight=w, ignore_index=IGNORE_INDEX))
+    # in the mixed loss, and its gradient flows only through the kept pixels
+    logits.requires_grad_(True)
+    loss, parts = SegmentationLoss(0.0, ohem_threshold=0.7)(logits, target, return_parts=True)
+    torch.testing.assert_close(parts["ce"], ohem_cross_entropy(logits, target, 0.7).detach())
+    loss.backward()
+    p_true = logits.softmax(1).gather(1, torch.where(target == IGNORE_INDEX, 0, target).unsqueeze(1)).squeeze(1)
+    easy = (p_true >= 0.7) | (target == IGNORE_INDEX)
+    assert (logits.grad.abs().sum(1)[easy] == 0).all() and (logits.grad.abs().sum(1)[~easy] > 0).all()
+    with pytest.raises(ValueError, match="ohem_threshold"):
+        SegmentationLoss(0.5, ohem_threshold=1.5)
+    all_void = torch.full((1, 2, 2), IGNORE_INDEX)
+    assert SegmentationLoss(0.5, ohem_threshold=0.7)(torch.randn(1, 3, 2, 2), all_void) == 0

@@ -18,6 +18,7 @@ Void pixels (label ``IGNORE_INDEX``) take part in neither term: CE skips them th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 from .constants import IGNORE_INDEX
 
 DICE_EPS = 1e-5
+OHEM_MIN_KEPT = 1 / 16  # share of the valid pixels OHEM keeps at least (BiSeNet's n_min = pixels // 16)
 
 
 def _check(logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -91,6 +93,35 @@ class DiceLoss(nn.Module):
         return dice_loss(logits, target, self.ignore_index, self.weight, self.eps)
 
 
+def ohem_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float = 0.7,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    min_kept: float = OHEM_MIN_KEPT,
+) -> torch.Tensor:
+    """Cross-entropy over the hard pixels only: online hard example mining (Shrivastava et al.
+    2016) in the per-pixel form of BiSeNet's and DDRNet's ``OhemCELoss``.
+
+    logits (N, C, H, W), target (N, H, W) -> scalar. The valid pixels whose true-class
+    probability is below ``threshold`` (loss above ``-log(threshold)``) count, or the
+    ``min_kept`` share of valid pixels with the largest loss when fewer are that hard. With
+    class ``weight`` the kept pixels' losses are weighted and divided by their weights' sum, as
+    ``F.cross_entropy`` does; ``threshold=1`` keeps every pixel, i.e. plain cross-entropy.
+    """
+    _check(logits, target)
+    valid = target != ignore_index
+    per_pixel = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")[valid]
+    if per_pixel.numel() == 0:
+        return logits.sum() * 0.0
+    at_least = max(1, int(min_kept * per_pixel.numel()))
+    hard = per_pixel > -math.log(threshold) if threshold < 1 else torch.ones_like(per_pixel, dtype=torch.bool)
+    kept = hard.nonzero().squeeze(1) if int(hard.sum()) >= at_least else per_pixel.topk(at_least).indices
+    w = torch.ones_like(per_pixel) if weight is None else weight.to(per_pixel)[target[valid]]
+    return (per_pixel[kept] * w[kept]).sum() / w[kept].sum()
+
+
 class SegmentationLoss(nn.Module):
     """``(1 - dice_weight) * CE + dice_weight * Dice``; ``dice_weight=0.5`` is the official recipe.
 
@@ -99,6 +130,8 @@ class SegmentationLoss(nn.Module):
         class_weights: optional per-class weights (C,) for the cross-entropy term (e.g.
             median-frequency balancing, ``tutorial_lib.data.median_frequency_weights``).
         ignore_index: target value of void pixels, skipped by both terms.
+        ohem_threshold: 0 (off), or the CE term averages only the hard pixels, those whose
+            true-class probability is below it (:func:`ohem_cross_entropy`; 0.7 is usual).
 
     ``forward(logits, target)`` returns the scalar loss; with ``return_parts=True`` it returns
     ``(loss, {"ce": ..., "dice": ...})`` (detached scalar tensors, for logging).
@@ -106,10 +139,13 @@ class SegmentationLoss(nn.Module):
     """
 
     def __init__(self, dice_weight: float = 0.5, class_weights: Sequence[float] | torch.Tensor | None = None,
-                 ignore_index: int = IGNORE_INDEX):
+                 ignore_index: int = IGNORE_INDEX, ohem_threshold: float = 0.0):
         super().__init__()
         if not 0.0 <= dice_weight <= 1.0:
             raise ValueError(f"dice_weight must be in [0, 1], got {dice_weight}")
+        if not 0.0 <= ohem_threshold <= 1.0:
+            raise ValueError(f"ohem_threshold must be in [0, 1] (0: off), got {ohem_threshold}")
+        self.ohem_threshold = float(ohem_threshold)
         self.dice_weight = float(dice_weight)
         self.ignore_index = ignore_index
         self.register_buffer(
@@ -121,7 +157,10 @@ class SegmentationLoss(nn.Module):
         _check(logits, target)
         logits = logits.float()
         target = target.long()
-        ce = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
+        if self.ohem_threshold > 0:
+            ce = ohem_cross_entropy(logits, target, self.ohem_threshold, self.class_weights, self.ignore_index)
+        else:
+            ce = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
         if (target == self.ignore_index).all():
             ce = logits.sum() * 0.0  # cross_entropy gives nan (0/0) for an all-void batch
         if self.dice_weight > 0:
@@ -136,4 +175,5 @@ class SegmentationLoss(nn.Module):
 
     def extra_repr(self) -> str:
         weighted = self.class_weights is not None
-        return f"dice_weight={self.dice_weight}, class_weighted_ce={weighted}, ignore_index={self.ignore_index}"
+        return (f"dice_weight={self.dice_weight}, class_weighted_ce={weighted}, ignore_index={self.ignore_index}, "
+                f"ohem_threshold={self.ohem_threshold}")

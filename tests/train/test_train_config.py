@@ -18,6 +18,8 @@ def test_config_validation():
         TrainConfig(class_weights="inverse")
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp8")
+    with pytest.raises(ValueError, match="ohem"):
+        TrainConfig(ohem=1.5)
     assert TrainConfig(optimizer="sgd").base_lr == 0.01
     assert TrainConfig().model_config().num_classes == len(CAMVID_CLASSES)
     assert TrainConfig(img_size=[64, 96]).model_config().img_size == (64, 96)
@@ -46,14 +48,14 @@ def test_command_line_values_reach_their_fields():
     args = build_parser().parse_args([
         "--img-size", "64", "96", "--no-augment", "--cache", "--scale", "0.5", "2", "--grad-clip", "0",
         "--time-limit", "1.5", "--lr", "3e-4", "--no-channels-last", "--no-progress", "--class-weights", "median",
-        "--max-val-images", "0", "--momentum", "0.8",
+        "--max-val-images", "0", "--momentum", "0.8", "--ohem", "0.7",
     ])
     cfg = config_from_args(args)
     assert cfg.img_size == (64, 96) and cfg.scale == (0.5, 2.0)
     assert not cfg.augment and cfg.cache and not cfg.channels_last and not cfg.progress
     assert cfg.grad_clip is None and cfg.lr == 3e-4 and cfg.momentum == 0.8
     assert cfg.time_limit == 90.0  # minutes on the command line, seconds in the config
-    assert cfg.class_weights == "median" and cfg.max_val_images == 0
+    assert cfg.class_weights == "median" and cfg.max_val_images == 0 and cfg.ohem == 0.7
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--precision", "fp8"])  # choices come from the field
 

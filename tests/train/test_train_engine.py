@@ -281,3 +281,12 @@ def test_validation_time_does_not_count_as_training_time(camvid, tmp_path, monke
     gap = steps[first_of_epoch_2]["elapsed"] - steps[first_of_epoch_2 - 1]["elapsed"]
     # one step's time (milliseconds), not the 3 s validation in between; the margin absorbs a loaded CI machine
     assert gap < 1.5, gap
+
+
+def test_the_ohem_option_reaches_the_loss(camvid, tmp_path):
+    from tutorial_lib.train.distributed import Dist
+    from tutorial_lib.train.engine import _set_up
+
+    for ohem in (0.0, 0.7):
+        run = _set_up(small_config(camvid, tmp_path / f"run{ohem}", ohem=ohem), Dist(), torch.device("cpu"))
+        assert run.criterion.ohem_threshold == ohem

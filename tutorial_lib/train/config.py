@@ -109,6 +109,9 @@ class TrainConfig:
     warmup_epochs: float = option(1.0, "linear warmup length", group="optimisation")
     grad_clip: float | None = option(1.0, "max gradient norm (0: off)", group="optimisation")
     dice_weight: float = option(0.5, "loss = (1 - w) CE + w Dice", group="optimisation")
+    ohem: float = option(0.0, "online hard example mining in the CE term: only pixels whose true-class probability "
+                         "is below this count (at least 1/16 of them; 0.7 is usual); 0: off", group="optimisation",
+                         metavar="P")
     class_weights: str = option(
         "none", "CE class weights: median-frequency from the train labels, SegNet's published ones (CamVid), "
         "or the class table's \"weight\" entries", group="optimisation", choices=("none", "median", "segnet", "table"))
@@ -154,6 +157,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and val_every must be at least 1")
         if not 0.0 <= self.dice_weight <= 1.0:
             raise ValueError(f"dice_weight must be in [0, 1], got {self.dice_weight}")
+        if not 0.0 <= self.ohem <= 1.0:
+            raise ValueError(f"ohem must be in [0, 1] (a probability; 0: off), got {self.ohem}")
 
     @property
     def base_lr(self) -> float:

@@ -128,7 +128,7 @@ def _set_up(cfg: TrainConfig, d: Dist, device: torch.device) -> Run:
     data = loaders.train_data(cfg, size, d, show)
     val_loader = loaders.val_loader(cfg, size, d, device, show)
     weights = loaders.class_weights(cfg, data.dataset, table)
-    criterion = SegmentationLoss(cfg.dice_weight, weights, IGNORE_INDEX).to(device)
+    criterion = SegmentationLoss(cfg.dice_weight, weights, IGNORE_INDEX, ohem_threshold=cfg.ohem).to(device)
     optimizer = build_optimizer(model, cfg)
     clock = RunClock(limit=cfg.time_limit)
     scheduler = build_scheduler(optimizer, cfg, data.steps_per_epoch, clock)
