@@ -128,7 +128,7 @@ def worker(rank: int, world: int, tmp: str, args) -> None:
     dist.destroy_process_group()
 
 
-def summarise(raw: dict, args) -> dict:
+def summarise(raw: dict) -> dict:
     per_round = raw["per_round_s"]
     ratios = [a / b for a, b in zip(per_round["as-is"], per_round["relabelled"])]
     count, nbytes = raw["relabelled"]["as-is"]
@@ -175,7 +175,7 @@ def main(argv=None) -> dict:
                        "load_end": loadavg()},
            "settings": {k: getattr(args, k) for k in ("preset", "img_size", "batch_size", "world", "threads",
                                                       "precision", "rounds", "steps", "warmup")},
-           "results": summarise(raw, args),
+           "results": summarise(raw),
            "command": "python -m benchmarks.ddp_strides " + " ".join(sys.argv[1:] if argv is None else argv)}
     res = doc["results"]
     for p in PATHS:
