@@ -117,7 +117,7 @@ def ohem_cross_entropy(
         return logits.sum() * 0.0
     at_least = max(1, int(min_kept * per_pixel.numel()))
     hard = per_pixel > -math.log(threshold) if threshold < 1 else torch.ones_like(per_pixel, dtype=torch.bool)
-    kept = hard.nonzero().squeeze(1) if int(hard.sum()) >= at_least else per_pixel.topk(at_least).indices
+    kept = hard if int(hard.sum()) >= at_least else per_pixel.topk(at_least).indices  # a mask or indices
     w = torch.ones_like(per_pixel) if weight is None else weight.to(per_pixel)[target[valid]]
     return (per_pixel[kept] * w[kept]).sum() / w[kept].sum()
 

@@ -74,6 +74,12 @@ def all_sum(tensor: torch.Tensor, d: Dist, device: torch.device) -> torch.Tensor
     return t.to(tensor.device)
 
 
+def mislabelled_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters contiguous in the standard layout whose strides are not the standard ones (a 1x1
+    convolution weight after ``channels_last``): the ones DDP copies a gradient of every step."""
+    return [p for p in model.parameters() if p.is_contiguous() and p.stride() != torch.empty(p.shape).stride()]
+
+
 def standard_strides_where_layouts_agree(model: nn.Module) -> int:
     """Give every parameter that is contiguous in both layouts (a 1x1 convolution's
     (C_out, C_in, 1, 1) weight after ``channels_last``: strides (C_in, 1, C_in, C_in) vs
@@ -86,13 +92,10 @@ def standard_strides_where_layouts_agree(model: nn.Module) -> int:
     the gradient into the bucket every step. Same memory, same values: only the labels change.
     (What the copy costs: ``python -m benchmarks.ddp_strides``.)
     """
-    changed = 0
-    for p in model.parameters():
-        standard = torch.empty(p.shape).stride()
-        if p.is_contiguous() and p.stride() != standard:
-            p.data = p.data.clone(memory_format=torch.contiguous_format)
-            changed += 1
-    return changed
+    mislabelled = mislabelled_parameters(model)
+    for p in mislabelled:
+        p.data = p.data.clone(memory_format=torch.contiguous_format)
+    return len(mislabelled)
 
 
 def wrap_model(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:

@@ -117,8 +117,7 @@ def val_loader(cfg: TrainConfig, size: Sequence[int], d: Dist, device: torch.dev
     if cfg.max_val_images == 0:
         return None
     dataset = open_split(cfg.data, "val", cfg.classes, transform=EvalTransform(eval_input_size(cfg.eval_mode, size)),
-                           cache=cfg.cache,
-                         max_images=cfg.max_val_images, progress=progress)
+                         cache=cfg.cache, max_images=cfg.max_val_images, progress=progress)
     return DataLoader(shard(dataset, d), batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
                       pin_memory=device.type == "cuda")
 
